@@ -1,0 +1,422 @@
+//! The outbox: every outgoing message is recorded first, then delivered by its
+//! platform's [`Deliver`] implementation under that platform's rate limits. Transient
+//! failures are retried with exponential backoff; permanent ones are dead-lettered and
+//! the recipient marked unreachable; messages for someone not there right now are held.
+//! The delivery loop itself runs in the jobs crate; this module is the logic.
+
+use std::collections::{BTreeMap, HashMap};
+use std::num::NonZeroU32;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use governor::{DefaultDirectRateLimiter, DefaultKeyedRateLimiter, Quota, RateLimiter};
+use tokio::sync::Notify;
+
+use crate::ids::now_millis;
+use crate::message::{Button, ChatAddress, Outgoing, Platform};
+use crate::metrics::Metrics;
+use crate::split::split_text;
+use crate::store::entities::message::{self, status};
+use crate::store::{NewMessage, Store, StoreError};
+
+/// A message as a [`Deliver`] implementation gets it.
+#[derive(Clone, Debug)]
+pub struct OutboundMessage {
+    pub id: i64,
+    pub to: ChatAddress,
+    pub text: String,
+    pub buttons: Vec<Button>,
+    pub user_id: Option<i64>,
+    /// Earlier attempts (0 on the first).
+    pub attempts: i32,
+}
+
+impl OutboundMessage {
+    fn from_row(row: &message::Model) -> Result<Self, String> {
+        let platform = row
+            .platform
+            .parse::<Platform>()
+            .map_err(|e| e.to_string())?;
+        let buttons = match &row.buttons {
+            Some(json) => serde_json::from_str(json).map_err(|e| e.to_string())?,
+            None => Vec::new(),
+        };
+        Ok(Self {
+            id: row.id,
+            to: ChatAddress::new(platform, row.chat_id.clone()),
+            text: row.text.clone(),
+            buttons,
+            user_id: row.user_id,
+            attempts: row.attempts,
+        })
+    }
+}
+
+/// Why a delivery did not happen.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum DeliverError {
+    /// Worth trying again (network, 5xx, 429), after `retry_after` if the platform said.
+    #[error("transient: {reason}")]
+    Transient {
+        reason: String,
+        retry_after: Option<Duration>,
+    },
+    /// Will never work (blocked the bot, closed DMs): dead-letter it.
+    #[error("permanent: {reason}")]
+    Permanent { reason: String },
+    /// The recipient can't take it now (not connected, outside a messaging window): keep
+    /// it until they come back.
+    #[error("held: {reason}")]
+    Held { reason: String },
+}
+
+/// A platform's outbound limits.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct DeliveryPolicy {
+    /// Messages per second overall; `None` for no limit.
+    pub max_per_second: Option<f64>,
+    /// Messages per second to one chat; `None` for no limit.
+    pub max_per_chat_per_second: Option<f64>,
+    /// How many a chat may get at once before its per-second limit applies.
+    pub chat_burst: u32,
+}
+
+/// Sends neutral messages to one platform. One implementation per platform folder.
+#[async_trait]
+pub trait Deliver: Send + Sync + 'static {
+    fn platform(&self) -> Platform;
+
+    fn policy(&self) -> DeliveryPolicy {
+        DeliveryPolicy::default()
+    }
+
+    async fn deliver(&self, message: &OutboundMessage) -> Result<(), DeliverError>;
+}
+
+/// Retry and lease timing.
+#[derive(Clone, Copy, Debug)]
+pub struct OutboxSettings {
+    /// How long a claimed row is reserved for one attempt (a crashed attempt is retried
+    /// after this).
+    pub lease: Duration,
+    /// Backoff after the first failure; doubles each time, capped at `max_backoff`.
+    pub first_backoff: Duration,
+    pub max_backoff: Duration,
+    /// Attempts before a transiently failing message is dead-lettered.
+    pub max_attempts: i32,
+}
+
+impl Default for OutboxSettings {
+    fn default() -> Self {
+        Self {
+            lease: Duration::from_secs(60),
+            first_backoff: Duration::from_secs(1),
+            max_backoff: Duration::from_secs(600),
+            max_attempts: 12,
+        }
+    }
+}
+
+struct Limits {
+    overall: Option<DefaultDirectRateLimiter>,
+    per_chat: Option<DefaultKeyedRateLimiter<String>>,
+}
+
+fn quota(per_second: f64, burst: u32) -> Option<Quota> {
+    if per_second <= 0.0 {
+        return None;
+    }
+    let period = Duration::from_secs_f64(1.0 / per_second);
+    Quota::with_period(period)
+        .map(|q| q.allow_burst(NonZeroU32::new(burst.max(1)).unwrap_or(NonZeroU32::MIN)))
+}
+
+/// Records and delivers outgoing messages.
+pub struct Outbox {
+    store: Arc<Store>,
+    metrics: Arc<Metrics>,
+    deliverers: HashMap<Platform, (Arc<dyn Deliver>, Limits)>,
+    settings: OutboxSettings,
+    wake: Notify,
+}
+
+impl std::fmt::Debug for Outbox {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Outbox")
+            .field("platforms", &self.deliverers.keys().collect::<Vec<_>>())
+            .finish_non_exhaustive()
+    }
+}
+
+/// One recorded outbound message, as returned to the caller.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Recorded {
+    pub id: i64,
+    pub text: String,
+    pub buttons: Vec<Button>,
+}
+
+impl Outbox {
+    pub fn new(
+        store: Arc<Store>,
+        metrics: Arc<Metrics>,
+        deliverers: Vec<Arc<dyn Deliver>>,
+        settings: OutboxSettings,
+    ) -> Self {
+        let deliverers = deliverers
+            .into_iter()
+            .map(|d| {
+                let p = d.policy();
+                let limits = Limits {
+                    overall: p
+                        .max_per_second
+                        .and_then(|r| quota(r, r.ceil() as u32))
+                        .map(RateLimiter::direct),
+                    per_chat: p
+                        .max_per_chat_per_second
+                        .and_then(|r| quota(r, p.chat_burst))
+                        .map(RateLimiter::keyed),
+                };
+                (d.platform(), (d, limits))
+            })
+            .collect();
+        Self {
+            store,
+            metrics,
+            deliverers,
+            settings,
+            wake: Notify::new(),
+        }
+    }
+
+    /// The platforms that can deliver.
+    pub fn platforms(&self) -> Vec<Platform> {
+        self.deliverers.keys().copied().collect()
+    }
+
+    /// Rows for one outgoing message, split at its platform's text limit (the buttons go
+    /// with the last piece).
+    pub fn rows_for(
+        &self,
+        out: Outgoing,
+        in_reply_to: Option<i64>,
+        delivered_inline: bool,
+    ) -> (Vec<NewMessage>, Vec<Recorded>) {
+        let now = now_millis();
+        let pieces = split_text(&out.text, out.to.platform.text_limit());
+        let last = pieces.len() - 1;
+        let mut rows = Vec::with_capacity(pieces.len());
+        let mut recorded = Vec::with_capacity(pieces.len());
+        for (i, text) in pieces.into_iter().enumerate() {
+            let buttons = if i == last {
+                out.buttons.clone()
+            } else {
+                Vec::new()
+            };
+            let id = self.store.next_id();
+            recorded.push(Recorded {
+                id,
+                text: text.clone(),
+                buttons: buttons.clone(),
+            });
+            rows.push(NewMessage {
+                id,
+                inbound: false,
+                chat: out.to.clone(),
+                user_id: out.user_id,
+                external_id: None,
+                in_reply_to,
+                text,
+                buttons,
+                status: if delivered_inline {
+                    status::DELIVERED
+                } else {
+                    status::PENDING
+                },
+                detail: delivered_inline.then(|| "inline".to_owned()),
+                next_attempt_at: (!delivered_inline).then_some(now),
+                created_at: now,
+                finished_at: delivered_inline.then_some(now),
+                duration_ms: None,
+            });
+        }
+        (rows, recorded)
+    }
+
+    /// Accepts messages for delivery: durable when this returns, delivered soon after.
+    pub async fn send(&self, messages: Vec<Outgoing>) -> Result<Vec<Recorded>, StoreError> {
+        let mut rows = Vec::new();
+        let mut recorded = Vec::new();
+        for m in messages {
+            let (r, rec) = self.rows_for(m, None, false);
+            rows.extend(r);
+            recorded.extend(rec);
+        }
+        self.store.record(rows).await?;
+        self.wake();
+        Ok(recorded)
+    }
+
+    /// Wakes the delivery loop (after recording pending rows).
+    pub fn wake(&self) {
+        self.wake.notify_one();
+    }
+
+    /// Resolves when [`Outbox::wake`] was called since the last time.
+    pub async fn woken(&self) {
+        self.wake.notified().await;
+    }
+
+    /// Claims and attempts every due message, chats in parallel and each chat's messages
+    /// in order. Returns how many rows were looked at.
+    pub async fn deliver_due(&self) -> Result<usize, StoreError> {
+        let due = self.store.due_outbound(200).await?;
+        let n = due.len();
+        let mut by_chat: BTreeMap<(String, String), Vec<message::Model>> = BTreeMap::new();
+        for row in due {
+            by_chat
+                .entry((row.platform.clone(), row.chat_id.clone()))
+                .or_default()
+                .push(row);
+        }
+        let chats = by_chat.into_values().map(|rows| async move {
+            for row in rows {
+                match self.attempt(&row).await {
+                    Ok(true) => {}
+                    // Keep a chat's order: stop at its first message that didn't go.
+                    Ok(false) => break,
+                    Err(e) => {
+                        tracing::error!(error = %e, id = row.id, "outbox attempt failed to record");
+                        break;
+                    }
+                }
+            }
+        });
+        futures::future::join_all(chats).await;
+        Ok(n)
+    }
+
+    /// One claimed delivery attempt. `Ok(true)` when the message is settled (delivered,
+    /// dead, held), `Ok(false)` when it waits for a retry or another worker has it.
+    async fn attempt(&self, row: &message::Model) -> Result<bool, StoreError> {
+        let lease = self.settings.lease.as_millis() as i64;
+        if !self.store.claim(row.id, lease).await? {
+            return Ok(false);
+        }
+        let msg = match OutboundMessage::from_row(row) {
+            Ok(m) => m,
+            Err(e) => {
+                self.settle(row, status::DEAD, format!("unreadable row: {e}"))
+                    .await?;
+                return Ok(true);
+            }
+        };
+        let Some((deliverer, limits)) = self.deliverers.get(&msg.to.platform) else {
+            // Not enabled in this process; another may deliver it, or it waits for a restart
+            // with the platform configured.
+            self.store
+                .finish_attempt(
+                    row.id,
+                    status::PENDING,
+                    Some(format!("{} is not enabled", msg.to.platform)),
+                    Some(now_millis() + self.settings.max_backoff.as_millis() as i64),
+                )
+                .await?;
+            return Ok(false);
+        };
+        if let Some(l) = &limits.overall {
+            l.until_ready().await;
+        }
+        if let Some(l) = &limits.per_chat {
+            l.until_key_ready(&msg.to.chat_id).await;
+        }
+        match deliverer.deliver(&msg).await {
+            Ok(()) => {
+                self.store
+                    .finish_attempt(row.id, status::DELIVERED, None, None)
+                    .await?;
+                self.metrics
+                    .message(msg.to.platform.as_str(), false, status::DELIVERED);
+                Ok(true)
+            }
+            Err(DeliverError::Held { reason }) => {
+                self.store
+                    .finish_attempt(row.id, status::HELD, Some(reason), None)
+                    .await?;
+                Ok(true)
+            }
+            Err(DeliverError::Permanent { reason }) => {
+                tracing::warn!(id = row.id, to = %msg.to, %reason, "delivery failed for good; dead-lettered");
+                self.settle(row, status::DEAD, reason).await?;
+                self.store.mark_unreachable(&msg.to).await?;
+                Ok(true)
+            }
+            Err(DeliverError::Transient {
+                reason,
+                retry_after,
+            }) => {
+                let attempts = row.attempts + 1;
+                if attempts >= self.settings.max_attempts {
+                    tracing::warn!(id = row.id, to = %msg.to, %reason, attempts, "giving up after repeated failures");
+                    self.settle(
+                        row,
+                        status::DEAD,
+                        format!("gave up after {attempts} attempts: {reason}"),
+                    )
+                    .await?;
+                    return Ok(true);
+                }
+                let wait = retry_after.unwrap_or_else(|| self.backoff(attempts));
+                tracing::info!(id = row.id, to = %msg.to, %reason, retry_in_ms = wait.as_millis() as u64, "delivery will be retried");
+                self.store
+                    .finish_attempt(
+                        row.id,
+                        status::PENDING,
+                        Some(reason),
+                        Some(now_millis() + wait.as_millis() as i64),
+                    )
+                    .await?;
+                Ok(false)
+            }
+        }
+    }
+
+    async fn settle(
+        &self,
+        row: &message::Model,
+        new_status: &'static str,
+        reason: String,
+    ) -> Result<(), StoreError> {
+        self.metrics.message(&row.platform, false, new_status);
+        self.store
+            .finish_attempt(row.id, new_status, Some(reason), None)
+            .await
+    }
+
+    /// Exponential backoff with ±20 % jitter.
+    fn backoff(&self, attempts: i32) -> Duration {
+        let exp = self
+            .settings
+            .first_backoff
+            .saturating_mul(1u32 << (attempts - 1).clamp(0, 20));
+        let capped = exp.min(self.settings.max_backoff);
+        capped.mul_f64(0.8 + rand::random::<f64>() * 0.4)
+    }
+
+    /// Gives up on messages held longer than `retention` on `platform`.
+    pub async fn expire_held(
+        &self,
+        platform: Platform,
+        retention: Duration,
+    ) -> Result<u64, StoreError> {
+        let n = self
+            .store
+            .expire_held(platform, now_millis() - retention.as_millis() as i64)
+            .await?;
+        if n > 0 {
+            tracing::info!(%platform, expired = n, "held messages past retention expired");
+        }
+        Ok(n)
+    }
+}

@@ -1,0 +1,334 @@
+//! The router: takes one [`Incoming`] from a platform adapter, drops redeliveries, keeps
+//! each chat's messages in order, resolves the sender, runs the middleware chain and the
+//! command's handler, and records the inbound message and its replies (audit log and
+//! outbox) in one write.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use crate::command::CommandLine;
+use crate::core::Core;
+use crate::error::{APOLOGY, CommandError};
+use crate::ids::now_millis;
+use crate::message::{ChatAddress, ChatKind, Content, Incoming, Outgoing, Reply};
+use crate::middleware::{BanCheck, Middleware, RateLimit};
+use crate::outbox::Recorded;
+use crate::store::entities::message::status;
+use crate::store::{NewMessage, Person, StoreError};
+
+/// How replies leave.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReplyMode {
+    /// The platform carries them in its response to the inbound request (web console,
+    /// Discord interactions): recorded as delivered.
+    Inline,
+    /// Through the outbox and the platform's `Deliver` implementation.
+    Outbox,
+}
+
+/// What became of one incoming message.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Handled {
+    /// Handled; these replies were recorded (and, in outbox mode, queued).
+    Replied(Vec<Recorded>),
+    /// Seen before (same platform event id): nothing done.
+    Duplicate,
+}
+
+/// What a handler invocation sees.
+#[derive(Debug)]
+pub struct Ctx {
+    pub core: Arc<Core>,
+    pub incoming: Incoming,
+    pub person: Person,
+}
+
+/// The result of the middleware chain for one message.
+#[derive(Debug)]
+pub struct Outcome {
+    pub replies: Vec<Reply>,
+    /// The inbound row's audit status.
+    pub status: &'static str,
+    /// The command that ran, if any (for the audit log and metrics).
+    pub command: Option<&'static str>,
+}
+
+impl Outcome {
+    pub fn silent(status: &'static str) -> Self {
+        Self {
+            replies: Vec::new(),
+            status,
+            command: None,
+        }
+    }
+
+    fn rejected(text: String) -> Self {
+        Self {
+            replies: vec![Reply::text(text)],
+            status: status::REJECTED,
+            command: None,
+        }
+    }
+}
+
+/// The rest of the middleware chain, ending in the command dispatch.
+pub struct Next<'a> {
+    chain: &'a [Arc<dyn Middleware>],
+    router: &'a Router,
+}
+
+impl Next<'_> {
+    pub async fn run(self, ctx: &Ctx) -> Outcome {
+        match self.chain.split_first() {
+            Some((first, rest)) => {
+                first
+                    .call(
+                        ctx,
+                        Next {
+                            chain: rest,
+                            router: self.router,
+                        },
+                    )
+                    .await
+            }
+            None => self.router.dispatch(ctx).await,
+        }
+    }
+}
+
+/// Parses and dispatches messages. One per process, shared by all platforms.
+pub struct Router {
+    core: Arc<Core>,
+    chain: Vec<Arc<dyn Middleware>>,
+    chats: Mutex<HashMap<ChatAddress, Arc<tokio::sync::Mutex<()>>>>,
+}
+
+impl std::fmt::Debug for Router {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Router")
+            .field("middleware", &self.chain.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Router {
+    /// A router with the standard middleware: ban check, then the per-user rate limit.
+    pub fn new(core: Arc<Core>) -> Self {
+        let limit = RateLimit::new(core.settings.user_burst, core.settings.user_per_second);
+        Self::with_middleware(core, vec![Arc::new(BanCheck), Arc::new(limit)])
+    }
+
+    pub fn with_middleware(core: Arc<Core>, chain: Vec<Arc<dyn Middleware>>) -> Self {
+        Self {
+            core,
+            chain,
+            chats: Mutex::default(),
+        }
+    }
+
+    pub fn core(&self) -> &Arc<Core> {
+        &self.core
+    }
+
+    /// Handles one message end to end. Errors only when storage fails (the adapter then
+    /// answers "try again": the platform will redeliver, and nothing was recorded).
+    pub async fn handle(&self, incoming: Incoming, mode: ReplyMode) -> Result<Handled, StoreError> {
+        let store = &self.core.store;
+        if let Some(ext) = &incoming.external_id
+            && !store.first_sighting(incoming.chat.platform, ext).await?
+        {
+            tracing::debug!(platform = %incoming.chat.platform, id = %ext, "redelivered event ignored");
+            return Ok(Handled::Duplicate);
+        }
+        let ctx_chat = incoming.chat.clone();
+        let lock = self.chat_lock(&ctx_chat);
+        let guard = lock.lock().await;
+        let result = self.handle_in_order(incoming, mode).await;
+        drop(guard);
+        self.release_chat_lock(&ctx_chat, lock);
+        result
+    }
+
+    async fn handle_in_order(
+        &self,
+        incoming: Incoming,
+        mode: ReplyMode,
+    ) -> Result<Handled, StoreError> {
+        let started = Instant::now();
+        let received_at = now_millis();
+        let store = &self.core.store;
+        let person = store
+            .resolve(&incoming.user, &incoming.chat, incoming.chat_kind)
+            .await?;
+        let ctx = Ctx {
+            core: self.core.clone(),
+            incoming,
+            person,
+        };
+        let outcome = Next {
+            chain: &self.chain,
+            router: self,
+        }
+        .run(&ctx)
+        .await;
+
+        let inbound_id = store.next_id();
+        let elapsed = started.elapsed();
+        let platform = ctx.incoming.chat.platform;
+        let mut rows = vec![NewMessage {
+            id: inbound_id,
+            inbound: true,
+            chat: ctx.incoming.chat.clone(),
+            user_id: Some(ctx.person.user_id),
+            external_id: ctx.incoming.external_id.clone(),
+            in_reply_to: None,
+            text: inbound_text(&ctx.incoming.content),
+            buttons: Vec::new(),
+            status: outcome.status,
+            detail: outcome.command.map(str::to_owned),
+            next_attempt_at: None,
+            created_at: received_at,
+            finished_at: Some(now_millis()),
+            duration_ms: Some(i32::try_from(elapsed.as_millis()).unwrap_or(i32::MAX)),
+        }];
+        let mut recorded = Vec::new();
+        for reply in outcome.replies {
+            let mut out = Outgoing::new(ctx.incoming.chat.clone(), reply);
+            out.user_id = Some(ctx.person.user_id);
+            let (r, rec) =
+                self.core
+                    .outbox
+                    .rows_for(out, Some(inbound_id), mode == ReplyMode::Inline);
+            rows.extend(r);
+            recorded.extend(rec);
+        }
+        store.record(rows).await?;
+        let metrics = &self.core.metrics;
+        metrics.message(platform.as_str(), true, outcome.status);
+        metrics.handled(outcome.command.unwrap_or("-"), elapsed.as_secs_f64());
+        if mode == ReplyMode::Outbox && !recorded.is_empty() {
+            self.core.outbox.wake();
+        } else {
+            for _ in &recorded {
+                metrics.message(platform.as_str(), false, status::DELIVERED);
+            }
+        }
+        Ok(Handled::Replied(recorded))
+    }
+
+    /// Runs the command a message asks for (the end of the middleware chain).
+    async fn dispatch(&self, ctx: &Ctx) -> Outcome {
+        let private = ctx.incoming.chat_kind == ChatKind::Private;
+        let (spec, args) = match &ctx.incoming.content {
+            Content::Text(text) | Content::Button { data: text } => {
+                let Some(line) = CommandLine::parse(text) else {
+                    return if private {
+                        Outcome::rejected(
+                            "I answer commands. Send /help to see what I can do.".to_owned(),
+                        )
+                    } else {
+                        Outcome::silent(status::IGNORED)
+                    };
+                };
+                let addressed = match (line.bot, &ctx.incoming.bot_username) {
+                    (Some(to), Some(me)) => {
+                        if !to.eq_ignore_ascii_case(me) {
+                            return Outcome::silent(status::IGNORED);
+                        }
+                        true
+                    }
+                    (Some(_), None) => true,
+                    (None, _) => false,
+                };
+                let Some(spec) = self.core.commands.get(line.name) else {
+                    return if private || addressed {
+                        Outcome::rejected(format!(
+                            "I don't know /{}. Send /help to see what I can do.",
+                            line.name
+                        ))
+                    } else {
+                        Outcome::silent(status::IGNORED)
+                    };
+                };
+                (spec, spec.parse_args(line.args))
+            }
+            Content::Command { name, options } => {
+                let Some(spec) = self.core.commands.get(name) else {
+                    return Outcome::rejected(format!(
+                        "I don't know /{name}. Send /help to see what I can do."
+                    ));
+                };
+                (spec, spec.args_from_options(options))
+            }
+        };
+        let args = match args {
+            Ok(a) => a,
+            Err(problem) => {
+                return Outcome {
+                    replies: vec![Reply::text(usage_text(spec, &problem))],
+                    status: status::REJECTED,
+                    command: Some(spec.name),
+                };
+            }
+        };
+        let (replies, status) = match (spec.handler)(ctx, args).await {
+            Ok(replies) => (replies, status::HANDLED),
+            Err(CommandError::User(text)) => (vec![Reply::text(text)], status::HANDLED),
+            Err(CommandError::Usage(problem)) => (
+                vec![Reply::text(usage_text(spec, &problem))],
+                status::REJECTED,
+            ),
+            Err(CommandError::Store(e)) => {
+                tracing::error!(error = %e, command = spec.name, "handler failed");
+                (vec![Reply::text(APOLOGY)], status::FAILED)
+            }
+        };
+        Outcome {
+            replies,
+            status,
+            command: Some(spec.name),
+        }
+    }
+
+    fn chat_lock(&self, chat: &ChatAddress) -> Arc<tokio::sync::Mutex<()>> {
+        self.chats
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(chat.clone())
+            .or_default()
+            .clone()
+    }
+
+    /// Drops a chat's lock entry when nobody else holds or waits for it.
+    fn release_chat_lock(&self, chat: &ChatAddress, lock: Arc<tokio::sync::Mutex<()>>) {
+        let mut chats = self.chats.lock().unwrap_or_else(|e| e.into_inner());
+        // Ours plus the map's: nobody is waiting.
+        if Arc::strong_count(&lock) == 2 {
+            chats.remove(chat);
+        }
+    }
+}
+
+fn usage_text(spec: &crate::command::CommandSpec, problem: &str) -> String {
+    let mut text = format!("Usage: {}", spec.usage());
+    if !problem.is_empty() {
+        text.push_str(&format!(" ({problem})"));
+    }
+    text.push_str(&format!("\n{}", spec.description));
+    text
+}
+
+fn inbound_text(content: &Content) -> String {
+    match content {
+        Content::Text(t) => t.clone(),
+        Content::Button { data } => format!("[button] {data}"),
+        Content::Command { name, options } => {
+            let mut s = format!("/{name}");
+            for (k, v) in options {
+                s.push_str(&format!(" {k}:{v}"));
+            }
+            s
+        }
+    }
+}

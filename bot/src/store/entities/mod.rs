@@ -1,0 +1,8 @@
+//! sea-orm entities, one module per table; the schema itself lives in the migrations crate.
+
+pub mod chat;
+pub mod identity;
+pub mod message;
+pub mod seen_update;
+pub mod session;
+pub mod user;

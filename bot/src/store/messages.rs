@@ -1,0 +1,249 @@
+//! The `messages` table as audit log and outbox: recording rows (through the group-commit
+//! writer), claiming due outbound rows, finishing them, and replaying a chat's messages.
+
+use sea_orm::sea_query::{Expr, ExprTrait};
+use sea_orm::{
+    ColumnTrait, Condition, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder, QuerySelect, Set,
+};
+
+use super::entities::message::{self, status};
+use super::{Store, StoreError};
+use crate::ids::now_millis;
+use crate::message::{Button, ChatAddress};
+
+/// One row to record.
+#[derive(Clone, Debug)]
+pub struct NewMessage {
+    pub id: i64,
+    pub inbound: bool,
+    pub chat: ChatAddress,
+    pub user_id: Option<i64>,
+    pub external_id: Option<String>,
+    pub in_reply_to: Option<i64>,
+    pub text: String,
+    pub buttons: Vec<Button>,
+    pub status: &'static str,
+    pub detail: Option<String>,
+    pub next_attempt_at: Option<i64>,
+    pub created_at: i64,
+    pub finished_at: Option<i64>,
+    pub duration_ms: Option<i32>,
+}
+
+impl NewMessage {
+    fn into_active(self) -> message::ActiveModel {
+        message::ActiveModel {
+            id: Set(self.id),
+            direction: Set(if self.inbound { "in" } else { "out" }.to_owned()),
+            platform: Set(self.chat.platform.as_str().to_owned()),
+            chat_id: Set(self.chat.chat_id),
+            user_id: Set(self.user_id),
+            external_id: Set(self.external_id),
+            in_reply_to: Set(self.in_reply_to),
+            text: Set(self.text),
+            buttons: Set((!self.buttons.is_empty())
+                .then(|| serde_json::to_string(&self.buttons).unwrap_or_default())),
+            status: Set(self.status.to_owned()),
+            detail: Set(self.detail),
+            attempts: Set(i32::from(self.status == status::DELIVERED)),
+            next_attempt_at: Set(self.next_attempt_at),
+            created_at: Set(self.created_at),
+            finished_at: Set(self.finished_at),
+            duration_ms: Set(self.duration_ms),
+        }
+    }
+}
+
+/// Totals for `/metrics` and the admin status page.
+#[derive(Clone, Copy, Debug, Default, serde::Serialize)]
+pub struct MessageCounts {
+    pub users: u64,
+    pub inbound: u64,
+    pub outbound: u64,
+    /// Outbound rows not yet delivered: pending plus held.
+    pub outbox_depth: u64,
+    pub dead: u64,
+}
+
+impl Store {
+    /// Records rows; durable when this returns. Many callers share one commit.
+    pub async fn record(&self, rows: Vec<NewMessage>) -> Result<(), StoreError> {
+        self.writer
+            .write(rows.into_iter().map(NewMessage::into_active).collect())
+            .await
+    }
+
+    /// Outbound rows that are due for a delivery attempt, oldest first.
+    pub async fn due_outbound(&self, limit: u64) -> Result<Vec<message::Model>, StoreError> {
+        Ok(message::Entity::find()
+            .filter(message::Column::Status.eq(status::PENDING))
+            .filter(message::Column::NextAttemptAt.lte(now_millis()))
+            .order_by_asc(message::Column::Id)
+            .limit(limit)
+            .all(&self.db)
+            .await?)
+    }
+
+    /// Claims a pending row for one delivery attempt, leasing it for `lease_ms`. `false`
+    /// when another worker (or process) got it first.
+    pub async fn claim(&self, id: i64, lease_ms: i64) -> Result<bool, StoreError> {
+        let now = now_millis();
+        let res = message::Entity::update_many()
+            .col_expr(message::Column::NextAttemptAt, Expr::value(now + lease_ms))
+            .filter(message::Column::Id.eq(id))
+            .filter(message::Column::Status.eq(status::PENDING))
+            .filter(message::Column::NextAttemptAt.lte(now))
+            .exec(&self.db)
+            .await?;
+        Ok(res.rows_affected == 1)
+    }
+
+    /// Ends an attempt: a new status, the attempt count, and when to try next (pending).
+    pub async fn finish_attempt(
+        &self,
+        id: i64,
+        new_status: &str,
+        detail: Option<String>,
+        next_attempt_at: Option<i64>,
+    ) -> Result<(), StoreError> {
+        let finished = matches!(
+            new_status,
+            status::DELIVERED | status::DEAD | status::EXPIRED
+        )
+        .then(now_millis);
+        message::Entity::update_many()
+            .col_expr(message::Column::Status, Expr::value(new_status))
+            .col_expr(message::Column::Detail, Expr::value(detail))
+            .col_expr(
+                message::Column::Attempts,
+                Expr::col(message::Column::Attempts).add(1),
+            )
+            .col_expr(message::Column::NextAttemptAt, Expr::value(next_attempt_at))
+            .col_expr(message::Column::FinishedAt, Expr::value(finished))
+            .filter(message::Column::Id.eq(id))
+            .exec(&self.db)
+            .await?;
+        Ok(())
+    }
+
+    /// Marks held rows delivered once the recipient has them (web console connected).
+    pub async fn mark_delivered(&self, ids: &[i64]) -> Result<(), StoreError> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        message::Entity::update_many()
+            .col_expr(message::Column::Status, Expr::value(status::DELIVERED))
+            .col_expr(message::Column::FinishedAt, Expr::value(now_millis()))
+            .col_expr(
+                message::Column::Attempts,
+                Expr::col(message::Column::Attempts).add(1),
+            )
+            .filter(message::Column::Id.is_in(ids.iter().copied()))
+            .filter(message::Column::Status.is_in([status::HELD, status::PENDING]))
+            .exec(&self.db)
+            .await?;
+        Ok(())
+    }
+
+    /// Outbound messages to a chat still waiting for their recipient, oldest first.
+    pub async fn held_for(&self, chat: &ChatAddress) -> Result<Vec<message::Model>, StoreError> {
+        Ok(message::Entity::find()
+            .filter(message::Column::Platform.eq(chat.platform.as_str()))
+            .filter(message::Column::ChatId.eq(&chat.chat_id))
+            .filter(message::Column::Direction.eq("out"))
+            .filter(message::Column::Status.eq(status::HELD))
+            .order_by_asc(message::Column::Id)
+            .all(&self.db)
+            .await?)
+    }
+
+    /// Outbound messages to a chat after an id (for `Last-Event-ID` replays), oldest first.
+    pub async fn outbound_after(
+        &self,
+        chat: &ChatAddress,
+        after_id: i64,
+        limit: u64,
+    ) -> Result<Vec<message::Model>, StoreError> {
+        Ok(message::Entity::find()
+            .filter(message::Column::Platform.eq(chat.platform.as_str()))
+            .filter(message::Column::ChatId.eq(&chat.chat_id))
+            .filter(message::Column::Direction.eq("out"))
+            .filter(message::Column::Id.gt(after_id))
+            .filter(message::Column::Status.is_in([
+                status::DELIVERED,
+                status::HELD,
+                status::PENDING,
+            ]))
+            .order_by_asc(message::Column::Id)
+            .limit(limit)
+            .all(&self.db)
+            .await?)
+    }
+
+    /// Gives up on held messages older than `before_ms` on one platform.
+    pub async fn expire_held(
+        &self,
+        platform: crate::message::Platform,
+        before_ms: i64,
+    ) -> Result<u64, StoreError> {
+        let res = message::Entity::update_many()
+            .col_expr(message::Column::Status, Expr::value(status::EXPIRED))
+            .col_expr(message::Column::FinishedAt, Expr::value(now_millis()))
+            .filter(message::Column::Platform.eq(platform.as_str()))
+            .filter(message::Column::Status.eq(status::HELD))
+            .filter(message::Column::CreatedAt.lt(before_ms))
+            .exec(&self.db)
+            .await?;
+        Ok(res.rows_affected)
+    }
+
+    /// One message by id.
+    pub async fn message(&self, id: i64) -> Result<Option<message::Model>, StoreError> {
+        Ok(message::Entity::find_by_id(id).one(&self.db).await?)
+    }
+
+    /// Messages of a chat, oldest first (the audit trail of one conversation).
+    pub async fn chat_log(
+        &self,
+        chat: &ChatAddress,
+        limit: u64,
+    ) -> Result<Vec<message::Model>, StoreError> {
+        Ok(message::Entity::find()
+            .filter(message::Column::Platform.eq(chat.platform.as_str()))
+            .filter(message::Column::ChatId.eq(&chat.chat_id))
+            .order_by_asc(message::Column::Id)
+            .limit(limit)
+            .all(&self.db)
+            .await?)
+    }
+
+    /// The newest messages of all chats, for the admin pages.
+    pub async fn recent_messages(&self, limit: u64) -> Result<Vec<message::Model>, StoreError> {
+        Ok(message::Entity::find()
+            .order_by_desc(message::Column::Id)
+            .limit(limit)
+            .all(&self.db)
+            .await?)
+    }
+
+    /// Totals of users and messages.
+    pub async fn counts(&self) -> Result<MessageCounts, StoreError> {
+        use super::entities::user;
+        let by = |cond: Condition| message::Entity::find().filter(cond).count(&self.db);
+        Ok(MessageCounts {
+            users: user::Entity::find().count(&self.db).await?,
+            inbound: by(Condition::all().add(message::Column::Direction.eq("in"))).await?,
+            outbound: by(Condition::all().add(message::Column::Direction.eq("out"))).await?,
+            outbox_depth: self.outbox_depth().await?,
+            dead: by(Condition::all().add(message::Column::Status.eq(status::DEAD))).await?,
+        })
+    }
+
+    /// Outbound rows not yet delivered (pending or held).
+    pub async fn outbox_depth(&self) -> Result<u64, StoreError> {
+        Ok(message::Entity::find()
+            .filter(message::Column::Status.is_in([status::PENDING, status::HELD]))
+            .count(&self.db)
+            .await?)
+    }
+}

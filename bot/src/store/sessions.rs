@@ -1,0 +1,79 @@
+//! Web console sessions: server-issued random tokens, stored hashed, cached in memory.
+
+use base64::Engine;
+use sea_orm::{ActiveModelTrait, EntityTrait, Set};
+use sha2::{Digest, Sha256};
+
+use super::entities::{identity, session};
+use super::{Store, StoreError, clear_if_full};
+use crate::ids::now_millis;
+
+/// The web identity a session token stands for.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WebSession {
+    pub identity_id: i64,
+    pub user_id: i64,
+    /// The identity's platform user id (also its chat id on the web platform).
+    pub web_id: String,
+    pub display_name: String,
+}
+
+fn hash(token: &str) -> String {
+    Sha256::digest(token.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+impl Store {
+    /// Issues a new session token for an identity. Only its hash is stored.
+    pub async fn create_session(&self, identity_id: i64) -> Result<String, StoreError> {
+        let bytes: [u8; 32] = rand::random();
+        let token = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes);
+        let now = now_millis();
+        session::ActiveModel {
+            token_hash: Set(hash(&token)),
+            identity_id: Set(identity_id),
+            created_at: Set(now),
+            last_used_at: Set(now),
+        }
+        .insert(&self.db)
+        .await?;
+        Ok(token)
+    }
+
+    /// The session behind a token, or `None` for an unknown token.
+    pub async fn session(&self, token: &str) -> Result<Option<WebSession>, StoreError> {
+        let key = hash(token);
+        if let Some(s) = self
+            .sessions
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&key)
+        {
+            return Ok(Some(s.clone()));
+        }
+        let Some(row) = session::Entity::find_by_id(key.clone())
+            .one(&self.db)
+            .await?
+        else {
+            return Ok(None);
+        };
+        let Some(ident) = identity::Entity::find_by_id(row.identity_id)
+            .one(&self.db)
+            .await?
+        else {
+            return Ok(None);
+        };
+        let found = WebSession {
+            identity_id: ident.id,
+            user_id: ident.user_id,
+            web_id: ident.platform_user_id,
+            display_name: ident.display_name,
+        };
+        let mut sessions = self.sessions.lock().unwrap_or_else(|e| e.into_inner());
+        clear_if_full(&mut sessions);
+        sessions.insert(key, found.clone());
+        Ok(Some(found))
+    }
+}

@@ -1,0 +1,85 @@
+//! Group commit for audit and outbox rows: callers hand rows to one task that writes
+//! everything waiting in a single multi-row INSERT, then acknowledges each caller. A
+//! caller's rows are durable when its `write` returns; under load many messages share
+//! one commit, which is what lets the audit log stay on at thousands of messages a second.
+
+use sea_orm::{DatabaseConnection, EntityTrait};
+use tokio::sync::{mpsc, oneshot};
+
+use super::StoreError;
+use super::entities::message;
+
+/// Rows in one INSERT at most (well under SQLite's and PostgreSQL's parameter limits).
+const MAX_ROWS: usize = 1000;
+
+struct Batch {
+    rows: Vec<message::ActiveModel>,
+    done: oneshot::Sender<Result<(), String>>,
+}
+
+#[derive(Debug, Clone)]
+pub(super) struct Writer {
+    tx: mpsc::UnboundedSender<Batch>,
+}
+
+impl std::fmt::Debug for Batch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Batch({} rows)", self.rows.len())
+    }
+}
+
+impl Writer {
+    pub(super) fn start(db: DatabaseConnection) -> Self {
+        let (tx, rx) = mpsc::unbounded_channel();
+        tokio::spawn(run(db, rx));
+        Self { tx }
+    }
+
+    /// Writes the rows; returns once they are committed.
+    pub(super) async fn write(&self, rows: Vec<message::ActiveModel>) -> Result<(), StoreError> {
+        if rows.is_empty() {
+            return Ok(());
+        }
+        let (done, wait) = oneshot::channel();
+        self.tx
+            .send(Batch { rows, done })
+            .map_err(|_| StoreError::WriterStopped)?;
+        match wait.await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(StoreError::Db(sea_orm::DbErr::Custom(e))),
+            Err(_) => Err(StoreError::WriterStopped),
+        }
+    }
+}
+
+async fn run(db: DatabaseConnection, mut rx: mpsc::UnboundedReceiver<Batch>) {
+    let mut waiting: Vec<Batch> = Vec::new();
+    while let Some(first) = rx.recv().await {
+        let mut rows = first.rows.len();
+        waiting.push(first);
+        while rows < MAX_ROWS {
+            match rx.try_recv() {
+                Ok(b) => {
+                    rows += b.rows.len();
+                    waiting.push(b);
+                }
+                Err(_) => break,
+            }
+        }
+        let all: Vec<message::ActiveModel> = waiting
+            .iter()
+            .flat_map(|b| b.rows.iter().cloned())
+            .collect();
+        let result = message::Entity::insert_many(all)
+            .exec_without_returning(&db)
+            .await
+            .map(|_| ())
+            .map_err(|e| {
+                tracing::error!(error = %e, rows, "writing audit/outbox rows failed");
+                e.to_string()
+            });
+        for b in waiting.drain(..) {
+            let _ = b.done.send(result.clone());
+        }
+    }
+}

@@ -1,0 +1,20 @@
+//! The database schema, as ordered sea-orm migrations: `segue migrate` and `segue serve`
+//! run them; the same statements serve SQLite and PostgreSQL.
+//!
+//! Timestamps are stored as BIGINT milliseconds since the Unix epoch (UTC) so that both
+//! backends compare and index them the same way.
+
+pub use sea_orm_migration::prelude::*;
+
+mod m20261122_000001_create_core_tables;
+
+/// Every migration, oldest first.
+#[derive(Debug)]
+pub struct Migrator;
+
+#[async_trait::async_trait]
+impl MigratorTrait for Migrator {
+    fn migrations() -> Vec<Box<dyn MigrationTrait>> {
+        vec![Box::new(m20261122_000001_create_core_tables::Migration)]
+    }
+}

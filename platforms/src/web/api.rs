@@ -1,0 +1,301 @@
+//! The console's HTTP side: the page, `POST /console/api/session`,
+//! `POST /console/api/messages` and the `GET /console/api/events` stream.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::{Query, State as AxState};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{Html, IntoResponse, Redirect, Response};
+use axum::routing::{get, post};
+use segue_bot::store::WebSession;
+use segue_bot::store::entities::message::{self, status};
+use segue_bot::{
+    ChatAddress, ChatKind, Content, Handled, Incoming, Platform, ReplyMode, Router, UserRef,
+};
+use serde::Deserialize;
+use tokio::sync::{broadcast, mpsc};
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_util::sync::CancellationToken;
+
+use super::hub::{Hub, WebEvent};
+use crate::http::{ApiError, ApiJson};
+
+/// The longest display name and message text the console accepts.
+const MAX_NAME: usize = 64;
+const MAX_TEXT: usize = 4096;
+/// Messages replayed to a reconnecting stream at most.
+const MAX_REPLAY: u64 = 1000;
+
+#[derive(Clone, Debug)]
+pub(super) struct State {
+    pub router: Arc<Router>,
+    pub hub: Arc<Hub>,
+    pub shutdown: CancellationToken,
+}
+
+pub(super) fn routes(state: State) -> axum::Router {
+    axum::Router::new()
+        .route("/", get(|| async { Redirect::to("/console") }))
+        .route("/console", get(page))
+        .route("/console/api/session", post(create_session))
+        .route("/console/api/messages", post(send_message))
+        .route("/console/api/events", get(events))
+        .with_state(state)
+}
+
+async fn page() -> impl IntoResponse {
+    (
+        [(header::CACHE_CONTROL, "no-cache")],
+        Html(include_str!("console.html")),
+    )
+}
+
+#[derive(Deserialize)]
+struct NewSession {
+    name: String,
+}
+
+async fn create_session(
+    AxState(state): AxState<State>,
+    ApiJson(body): ApiJson<NewSession>,
+) -> Result<Response, ApiError> {
+    let name = body.name.trim();
+    if name.is_empty() || name.chars().count() > MAX_NAME || name.chars().any(char::is_control) {
+        return Err(ApiError::bad_request(format!(
+            "`name` must be 1 to {MAX_NAME} characters, without control characters."
+        )));
+    }
+    let web_id = random_id();
+    let user = UserRef {
+        platform: Platform::Web,
+        id: web_id.clone(),
+        display_name: name.to_owned(),
+        username: None,
+    };
+    let store = &state.router.core().store;
+    let person = store
+        .resolve(
+            &user,
+            &ChatAddress::new(Platform::Web, &web_id),
+            ChatKind::Private,
+        )
+        .await?;
+    let token = store.create_session(person.identity_id).await?;
+    tracing::info!(user_id = person.user_id, handle = %person.handle, "web console session opened");
+    let body = serde_json::json!({ "session": token, "user": name, "handle": person.handle });
+    Ok((StatusCode::CREATED, axum::Json(body)).into_response())
+}
+
+fn random_id() -> String {
+    let bytes: [u8; 12] = rand::random();
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The session from `Authorization: Bearer …` or `?session=…`.
+async fn session(
+    state: &State,
+    headers: &HeaderMap,
+    query: Option<&str>,
+) -> Result<WebSession, ApiError> {
+    let token = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim)
+        .or(query)
+        .filter(|t| !t.is_empty());
+    let Some(token) = token else {
+        return Err(ApiError::unauthorized(
+            "Missing session: send `Authorization: Bearer <session>` (POST /console/api/session gives one).",
+        ));
+    };
+    state
+        .router
+        .core()
+        .store
+        .session(token)
+        .await?
+        .ok_or_else(|| {
+            ApiError::unauthorized(
+                "Unknown session: open a new one with POST /console/api/session.",
+            )
+        })
+}
+
+#[derive(Deserialize)]
+struct NewMessage {
+    /// What the user typed.
+    text: Option<String>,
+    /// A button's callback data, when a button was pressed.
+    data: Option<String>,
+}
+
+async fn send_message(
+    AxState(state): AxState<State>,
+    headers: HeaderMap,
+    ApiJson(body): ApiJson<NewMessage>,
+) -> Result<Response, ApiError> {
+    let who = session(&state, &headers, None).await?;
+    let (raw, pressed) = match (body.text, body.data) {
+        (Some(text), None) => (text, false),
+        (None, Some(data)) => (data, true),
+        _ => {
+            return Err(ApiError::bad_request(
+                "Send `{\"text\": \"/help\"}` (or `{\"data\": …}` for a button press).",
+            ));
+        }
+    };
+    if raw.trim().is_empty() || raw.chars().count() > MAX_TEXT {
+        return Err(ApiError::bad_request(format!(
+            "The text must have 1 to {MAX_TEXT} characters."
+        )));
+    }
+    let content = if pressed {
+        Content::Button { data: raw }
+    } else {
+        Content::Text(raw)
+    };
+    let incoming = Incoming {
+        external_id: None,
+        chat: ChatAddress::new(Platform::Web, &who.web_id),
+        chat_kind: ChatKind::Private,
+        user: UserRef {
+            platform: Platform::Web,
+            id: who.web_id.clone(),
+            display_name: who.display_name.clone(),
+            username: None,
+        },
+        content,
+        bot_username: None,
+    };
+    let replies = match state.router.handle(incoming, ReplyMode::Inline).await? {
+        Handled::Replied(recorded) => recorded,
+        Handled::Duplicate => Vec::new(),
+    };
+    let events: Vec<WebEvent> = replies
+        .iter()
+        .map(|r| WebEvent::new(r.id, &r.text, &r.buttons))
+        .collect();
+    for e in &events {
+        state.hub.publish(&who.web_id, e.clone());
+    }
+    Ok(axum::Json(serde_json::json!({ "replies": events })).into_response())
+}
+
+#[derive(Deserialize)]
+struct EventsQuery {
+    session: Option<String>,
+}
+
+async fn events(
+    AxState(state): AxState<State>,
+    headers: HeaderMap,
+    Query(q): Query<EventsQuery>,
+) -> Result<Response, ApiError> {
+    let who = session(&state, &headers, q.session.as_deref()).await?;
+    let last_event_id = headers
+        .get("last-event-id")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<i64>().ok());
+    let (tx, rx) = mpsc::channel::<Event>(64);
+    // Subscribe before reading the backlog, so nothing falls between the two.
+    let live = state.hub.subscribe(&who.web_id);
+    tokio::spawn(stream_events(state, who, last_event_id, live, tx));
+    let stream = futures::StreamExt::map(ReceiverStream::new(rx), Ok::<_, Infallible>);
+    let sse = Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15)));
+    Ok(([(header::CACHE_CONTROL, "no-cache")], sse).into_response())
+}
+
+/// Feeds one stream: the backlog first (messages after `Last-Event-ID`, or those held
+/// while the user was away), then live messages, until the client leaves or the server
+/// shuts down.
+async fn stream_events(
+    state: State,
+    who: WebSession,
+    last_event_id: Option<i64>,
+    mut live: broadcast::Receiver<WebEvent>,
+    tx: mpsc::Sender<Event>,
+) {
+    let chat = ChatAddress::new(Platform::Web, &who.web_id);
+    let store = state.router.core().store.clone();
+    let mut last = last_event_id.unwrap_or(0);
+    let backlog = match last_event_id {
+        Some(after) => store.outbound_after(&chat, after, MAX_REPLAY).await,
+        None => store.held_for(&chat).await,
+    };
+    match backlog {
+        Ok(rows) => {
+            let held: Vec<i64> = rows
+                .iter()
+                .filter(|r| r.status == status::HELD || r.status == status::PENDING)
+                .map(|r| r.id)
+                .collect();
+            for row in &rows {
+                if tx.send(sse_event(&event_of(row))).await.is_err() {
+                    return;
+                }
+                last = last.max(row.id);
+            }
+            if let Err(e) = store.mark_delivered(&held).await {
+                tracing::error!(error = %e, "marking held console messages delivered failed");
+            }
+        }
+        Err(e) => tracing::error!(error = %e, "reading the console backlog failed"),
+    }
+    loop {
+        tokio::select! {
+            _ = state.shutdown.cancelled() => break,
+            _ = tx.closed() => break,
+            msg = live.recv() => match msg {
+                Ok(ev) => {
+                    let id = ev.numeric_id();
+                    if id <= last {
+                        continue;
+                    }
+                    if tx.send(sse_event(&ev)).await.is_err() {
+                        break;
+                    }
+                    last = id;
+                }
+                Err(broadcast::error::RecvError::Lagged(_)) => {
+                    // Too slow for the live channel: catch up from the database.
+                    match store.outbound_after(&chat, last, MAX_REPLAY).await {
+                        Ok(rows) => {
+                            for row in rows {
+                                if tx.send(sse_event(&event_of(&row))).await.is_err() {
+                                    return;
+                                }
+                                last = row.id;
+                            }
+                        }
+                        Err(e) => {
+                            tracing::error!(error = %e, "console catch-up failed");
+                            break;
+                        }
+                    }
+                }
+                Err(broadcast::error::RecvError::Closed) => break,
+            }
+        }
+    }
+    drop(live);
+    state.hub.release(&who.web_id);
+}
+
+fn event_of(row: &message::Model) -> WebEvent {
+    let buttons: Vec<segue_bot::Button> = row
+        .buttons
+        .as_deref()
+        .and_then(|b| serde_json::from_str(b).ok())
+        .unwrap_or_default();
+    WebEvent::new(row.id, &row.text, &buttons)
+}
+
+fn sse_event(ev: &WebEvent) -> Event {
+    Event::default()
+        .id(ev.id.clone())
+        .data(serde_json::to_string(ev).unwrap_or_default())
+}

@@ -1,0 +1,189 @@
+//! The admin dashboard, on its own listener (`admin.bind`): HTTP Basic (any user name,
+//! the admin token as password) or `Authorization: Bearer <admin token>`; anything else
+//! gets 401. `/admin` is the status page; `/` will host the job board.
+
+use std::sync::Arc;
+
+use axum::extract::{Request, State};
+use axum::http::{StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{Html, IntoResponse, Redirect, Response};
+use axum::routing::get;
+use base64::Engine;
+use segue_bot::{Core, Secret};
+use segue_platforms::http::ApiError;
+
+#[derive(Clone)]
+struct AdminState {
+    core: Arc<Core>,
+}
+
+/// The admin app, every route behind the admin token.
+pub fn app(core: Arc<Core>, token: Secret) -> axum::Router {
+    axum::Router::new()
+        .route("/", get(|| async { Redirect::to("/admin") }))
+        .route("/admin", get(status_page))
+        .route("/admin/api/status", get(status_json))
+        .with_state(AdminState { core })
+        .layer(middleware::from_fn_with_state(
+            Arc::new(token),
+            require_token,
+        ))
+}
+
+/// Whether `Authorization` carries the token (Basic password or Bearer), compared in
+/// constant time.
+fn authorized(header_value: Option<&str>, token: &Secret) -> bool {
+    let Some(value) = header_value else {
+        return false;
+    };
+    let presented = if let Some(bearer) = value.strip_prefix("Bearer ") {
+        bearer.trim().to_owned()
+    } else if let Some(basic) = value.strip_prefix("Basic ") {
+        let Ok(decoded) = base64::engine::general_purpose::STANDARD.decode(basic.trim()) else {
+            return false;
+        };
+        let Ok(text) = String::from_utf8(decoded) else {
+            return false;
+        };
+        match text.split_once(':') {
+            Some((_, password)) => password.to_owned(),
+            None => return false,
+        }
+    } else {
+        return false;
+    };
+    constant_time_eq(presented.as_bytes(), token.expose().as_bytes())
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() || b.is_empty() {
+        return false;
+    }
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+async fn require_token(State(token): State<Arc<Secret>>, req: Request, next: Next) -> Response {
+    let value = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
+    if authorized(value, &token) {
+        return next.run(req).await;
+    }
+    tracing::warn!(path = %req.uri().path(), "admin request without a valid token refused");
+    let mut res = ApiError::new(
+        StatusCode::UNAUTHORIZED,
+        "unauthorized",
+        "The admin dashboard needs the admin token (HTTP Basic password or Bearer).",
+    )
+    .into_response();
+    res.headers_mut().insert(
+        header::WWW_AUTHENTICATE,
+        header::HeaderValue::from_static("Basic realm=\"Segue admin\", charset=\"UTF-8\""),
+    );
+    res
+}
+
+async fn status_json(State(s): State<AdminState>) -> Result<Response, ApiError> {
+    let counts = s.core.store.counts().await?;
+    Ok(axum::Json(counts).into_response())
+}
+
+fn esc(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}
+
+/// `YYYY-MM-DD HH:MM:SS` UTC from Unix milliseconds.
+fn when(ms: i64) -> String {
+    chrono::DateTime::from_timestamp_millis(ms)
+        .map(|d| d.format("%Y-%m-%d %H:%M:%S").to_string())
+        .unwrap_or_default()
+}
+
+async fn status_page(State(s): State<AdminState>) -> Response {
+    let store = &s.core.store;
+    let (counts, users, messages) = match tokio::try_join!(
+        store.counts(),
+        store.recent_users(20),
+        store.recent_messages(30)
+    ) {
+        Ok(v) => v,
+        Err(e) => {
+            tracing::error!(error = %e, "admin status page: database failed");
+            return (
+                StatusCode::SERVICE_UNAVAILABLE,
+                Html(
+                    "<!doctype html><title>Segue admin</title><p>The database does not answer.</p>",
+                ),
+            )
+                .into_response();
+        }
+    };
+    let mut html = String::from(
+        "<!doctype html><html><head><meta charset=utf-8><title>Segue admin</title><style>\
+         body{font:14px system-ui,sans-serif;margin:24px;color:#1d1d1f}table{border-collapse:collapse;margin-bottom:24px}\
+         td,th{border-bottom:1px solid #ddd;padding:4px 10px;text-align:left;vertical-align:top}\
+         .n{font-size:22px;font-weight:600}.cards{display:flex;gap:24px;margin-bottom:24px}\
+         .cards div{border:1px solid #ddd;border-radius:8px;padding:10px 16px}</style></head><body>\
+         <h1>Segue admin</h1>",
+    );
+    html.push_str(&format!(
+        "<div class=cards><div><div class=n>{}</div>users</div><div><div class=n>{}</div>messages in</div>\
+         <div><div class=n>{}</div>messages out</div><div><div class=n>{}</div>outbox depth</div>\
+         <div><div class=n>{}</div>dead letters</div></div>",
+        counts.users, counts.inbound, counts.outbound, counts.outbox_depth, counts.dead
+    ));
+    html.push_str("<h2>Newest users</h2><table><tr><th>id</th><th>handle</th><th>since</th><th>banned</th></tr>");
+    for u in users {
+        html.push_str(&format!(
+            "<tr><td>{}</td><td>@{}</td><td>{}</td><td>{}</td></tr>",
+            u.id,
+            esc(&u.handle),
+            when(u.created_at),
+            u.banned_at.map(when).unwrap_or_default()
+        ));
+    }
+    html.push_str("</table><h2>Audit log (newest)</h2><table><tr><th>time</th><th>dir</th><th>chat</th><th>user</th><th>text</th><th>status</th><th>detail</th><th>ms</th></tr>");
+    for m in messages {
+        html.push_str(&format!(
+            "<tr><td>{}</td><td>{}</td><td>{}:{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            when(m.created_at),
+            m.direction,
+            esc(&m.platform),
+            esc(&m.chat_id),
+            m.user_id.map(|u| u.to_string()).unwrap_or_default(),
+            esc(&m.text.chars().take(120).collect::<String>()),
+            esc(&m.status),
+            esc(m.detail.as_deref().unwrap_or("")),
+            m.duration_ms.map(|d| d.to_string()).unwrap_or_default()
+        ));
+    }
+    html.push_str("</table></body></html>");
+    Html(html).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn accepts_basic_and_bearer_only_with_the_token() {
+        let t = Secret::new("s3cret");
+        let basic = |s: &str| {
+            format!(
+                "Basic {}",
+                base64::engine::general_purpose::STANDARD.encode(s)
+            )
+        };
+        assert!(authorized(Some("Bearer s3cret"), &t));
+        assert!(authorized(Some(&basic("anyone:s3cret")), &t));
+        assert!(!authorized(Some(&basic("s3cret:nope")), &t));
+        assert!(!authorized(Some("Bearer s3cre"), &t));
+        assert!(!authorized(None, &t));
+        assert!(!authorized(Some("Bearer "), &Secret::default()));
+    }
+}

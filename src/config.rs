@@ -1,0 +1,267 @@
+//! Configuration, read in one place: built-in defaults, then the TOML file (`--config`,
+//! else `$SEGUE_CONFIG`, else `./segue.toml` when present), then `SEGUE_<SECTION>__<KEY>`
+//! environment variables. Everything else gets typed values from here.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use figment::Figment;
+use figment::providers::{Env, Format, Toml};
+use segue_bot::Secret;
+use serde::{Deserialize, Serialize};
+use url::Url;
+
+/// The whole configuration.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    pub server: ServerConfig,
+    pub database: DatabaseConfig,
+    pub security: SecurityConfig,
+    pub admin: AdminConfig,
+    pub limits: LimitsConfig,
+    pub web: WebConfig,
+    pub log: LogConfig,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServerConfig {
+    /// Where the public HTTP server listens.
+    pub bind: SocketAddr,
+    /// The public base URL (OAuth redirects, webhook URLs, links in messages).
+    pub public_url: Url,
+    /// How long a shutdown waits for requests in flight.
+    #[serde(with = "humantime_serde")]
+    pub shutdown_grace: Duration,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            bind: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            public_url: Url::parse("http://127.0.0.1:8080").expect("valid default URL"),
+            shutdown_grace: Duration::from_secs(10),
+        }
+    }
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DatabaseConfig {
+    /// `sqlite://path?mode=rwc` or `postgres://user@host/db`.
+    pub url: Secret,
+    pub max_connections: u32,
+}
+
+impl Default for DatabaseConfig {
+    fn default() -> Self {
+        Self {
+            url: Secret::new("sqlite://segue.db?mode=rwc"),
+            max_connections: 10,
+        }
+    }
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SecurityConfig {
+    /// Base64 of 32 bytes. Empty: read from (or generated into) `key_file`.
+    pub secret_key: Secret,
+    /// Where the generated secret key is kept (mode 0600), never in the database.
+    pub key_file: PathBuf,
+    /// The admin listener's password. Empty: a fresh one at each start, printed once.
+    pub admin_token: Secret,
+}
+
+impl Default for SecurityConfig {
+    fn default() -> Self {
+        Self {
+            secret_key: Secret::default(),
+            key_file: PathBuf::from("segue.key"),
+            admin_token: Secret::default(),
+        }
+    }
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AdminConfig {
+    /// The admin dashboard's own listener; keep it private.
+    pub bind: SocketAddr,
+}
+
+impl Default for AdminConfig {
+    fn default() -> Self {
+        Self {
+            bind: SocketAddr::from(([127, 0, 0, 1], 8081)),
+        }
+    }
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LimitsConfig {
+    /// Commands a user may send at once …
+    pub user_burst: u32,
+    /// … refilled at this rate.
+    pub user_per_second: f64,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        Self {
+            user_burst: 20,
+            user_per_second: 1.0,
+        }
+    }
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct WebConfig {
+    /// Serve the web console at `/console`.
+    pub console: bool,
+    /// Undelivered console messages are kept this long.
+    #[serde(with = "humantime_serde")]
+    pub retention: Duration,
+}
+
+impl Default for WebConfig {
+    fn default() -> Self {
+        Self {
+            console: true,
+            retention: Duration::from_secs(7 * 24 * 3600),
+        }
+    }
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogConfig {
+    /// A tracing filter, e.g. `info` or `segue=debug,info`. `RUST_LOG` overrides it.
+    pub level: String,
+    /// `text` or `json`.
+    pub format: String,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self {
+            level: "info".to_owned(),
+            format: "text".to_owned(),
+        }
+    }
+}
+
+/// A configuration that can't be used, with a message meant for the operator.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("configuration file {0} does not exist")]
+    MissingFile(PathBuf),
+    #[error("{0}")]
+    Invalid(String),
+}
+
+impl Config {
+    /// Which file to read: the `--config` flag, else `$SEGUE_CONFIG`, else `./segue.toml`
+    /// when it exists.
+    pub fn file(flag: Option<&Path>) -> Result<Option<PathBuf>, ConfigError> {
+        let chosen = flag
+            .map(Path::to_path_buf)
+            .or_else(|| std::env::var_os("SEGUE_CONFIG").map(PathBuf::from));
+        match chosen {
+            Some(p) if !p.exists() => Err(ConfigError::MissingFile(p)),
+            Some(p) => Ok(Some(p)),
+            None => Ok(Some(PathBuf::from("segue.toml")).filter(|p| p.exists())),
+        }
+    }
+
+    /// Loads and validates the configuration.
+    pub fn load(flag: Option<&Path>) -> Result<Self, ConfigError> {
+        // Defaults come from the types' `#[serde(default)]` (not a serialized provider:
+        // secrets serialize redacted).
+        let mut figment = Figment::new();
+        if let Some(file) = Self::file(flag)? {
+            figment = figment.merge(Toml::file_exact(file));
+        }
+        figment = figment.merge(
+            Env::prefixed("SEGUE_")
+                .filter(|k| k.as_str().contains("__"))
+                .split("__"),
+        );
+        let config: Self = figment.extract().map_err(|e| {
+            let messages: Vec<String> = e.into_iter().map(|e| describe(&e)).collect();
+            ConfigError::Invalid(messages.join("\n"))
+        })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks what types alone can't.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let mut problems = Vec::new();
+        let db = self.database.url.expose();
+        if !(db.starts_with("sqlite:")
+            || db.starts_with("postgres://")
+            || db.starts_with("postgresql://"))
+        {
+            problems.push("database.url must start with sqlite: or postgres://".to_owned());
+        }
+        if self.database.max_connections == 0 {
+            problems.push("database.max_connections must be at least 1".to_owned());
+        }
+        if !matches!(self.server.public_url.scheme(), "http" | "https") {
+            problems.push("server.public_url must be an http:// or https:// URL".to_owned());
+        }
+        if !self.security.secret_key.is_empty()
+            && crate::keys::decode_key(self.security.secret_key.expose()).is_none()
+        {
+            problems.push(
+                "security.secret_key must be base64 of exactly 32 bytes (try: openssl rand -base64 32)"
+                    .to_owned(),
+            );
+        }
+        if self.limits.user_burst == 0 {
+            problems.push("limits.user_burst must be at least 1".to_owned());
+        }
+        if !(self.limits.user_per_second > 0.0 && self.limits.user_per_second.is_finite()) {
+            problems.push("limits.user_per_second must be a positive number".to_owned());
+        }
+        if !matches!(self.log.format.as_str(), "text" | "json") {
+            problems.push("log.format must be `text` or `json`".to_owned());
+        }
+        if let Err(e) = self.log.level.parse::<tracing_subscriber::EnvFilter>() {
+            problems.push(format!("log.level is not a valid filter: {e}"));
+        }
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(ConfigError::Invalid(problems.join("\n")))
+        }
+    }
+
+    /// The effective configuration as TOML, secrets shown as `[redacted]`.
+    pub fn to_redacted_toml(&self) -> String {
+        toml::to_string_pretty(self).unwrap_or_else(|e| format!("# could not render: {e}\n"))
+    }
+}
+
+fn describe(e: &figment::Error) -> String {
+    let key = if e.path.is_empty() {
+        String::new()
+    } else {
+        format!("{}: ", e.path.join("."))
+    };
+    let source = match &e.metadata {
+        Some(m) => format!(
+            " (from {})",
+            m.source
+                .as_ref()
+                .map_or_else(|| m.name.to_string(), |s| s.to_string())
+        ),
+        None => String::new(),
+    };
+    format!("{key}{}{source}", e.kind)
+}

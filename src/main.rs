@@ -1,0 +1,168 @@
+//! The `segue` command line: `serve` (the default), `migrate`, `check-config`,
+//! `commands`. Logs go to stderr; stdout carries only a command's own output.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use segue::config::Config;
+use segue::startup::{Application, open_database, shutdown_signal};
+use segue_migrations::{Migrator, MigratorTrait};
+
+#[derive(Parser)]
+#[command(
+    name = "segue",
+    version,
+    about = "Share a song, hear when it's played: a multi-platform music bot"
+)]
+struct Cli {
+    /// Configuration file (default: $SEGUE_CONFIG, else ./segue.toml when present).
+    #[arg(long, global = true, value_name = "PATH")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run everything enabled: HTTP server, platform adapters, workers (the default).
+    Serve,
+    /// Database migrations (serve runs `up` by itself).
+    Migrate {
+        #[arg(value_enum, default_value_t = MigrateAction::Up)]
+        action: MigrateAction,
+    },
+    /// Validate the configuration and print it with secrets redacted; exit 1 on errors.
+    CheckConfig,
+    /// Print the command table every platform gets.
+    Commands {
+        #[arg(long, value_enum, default_value_t = Format::Text)]
+        format: Format,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum MigrateAction {
+    /// Apply all pending migrations.
+    Up,
+    /// Revert the most recent migration.
+    Down,
+    /// List applied and pending migrations.
+    Status,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Format {
+    Text,
+    Json,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let command = cli.command.unwrap_or(Command::Serve);
+    if let Command::Commands { format } = command {
+        return print_commands(format);
+    }
+    let config = match Config::load(cli.config.as_deref()) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: the configuration is not valid:\n{e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    if let Command::CheckConfig = command {
+        print!("{}", config.to_redacted_toml());
+        eprintln!("configuration OK");
+        return ExitCode::SUCCESS;
+    }
+    segue::telemetry::init(&config.log);
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async move {
+        match command {
+            Command::Migrate { action } => migrate(&config, action).await,
+            _ => serve(config).await,
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn print_commands(format: Format) -> ExitCode {
+    let table = segue_bot::handlers::table();
+    let text = match format {
+        Format::Text => table.to_text(),
+        Format::Json => serde_json::to_string_pretty(&table.to_json()).unwrap_or_default() + "\n",
+    };
+    let mut out = std::io::stdout().lock();
+    if out.write_all(text.as_bytes()).is_err() {
+        return ExitCode::FAILURE;
+    }
+    ExitCode::SUCCESS
+}
+
+async fn serve(config: Config) -> anyhow::Result<()> {
+    let app = Application::build(config).await?;
+    let (token, generated) = app.admin_token();
+    let address = app.address();
+    let admin = app.admin_address();
+    eprintln!("\nSegue is running.");
+    eprintln!("  web console:     http://{address}/console");
+    eprintln!("  admin dashboard: http://{admin}/  (user: any, password: the admin token)");
+    if generated {
+        eprintln!(
+            "  admin token for this run: {}\n  (set security.admin_token to keep one across restarts)",
+            token.expose()
+        );
+    }
+    eprintln!();
+    let stop = app.shutdown_token();
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        tracing::info!("shutting down");
+        stop.cancel();
+    });
+    app.run_until_stopped().await
+}
+
+async fn migrate(config: &Config, action: MigrateAction) -> anyhow::Result<()> {
+    let db = segue_bot::store::connect(&segue_bot::store::DbOptions {
+        url: config.database.url.expose().to_owned(),
+        max_connections: 2,
+    })
+    .await?;
+    let mut out = std::io::stdout().lock();
+    match action {
+        MigrateAction::Up => {
+            drop(db);
+            open_database(config).await?;
+            writeln!(out, "database is up to date")?;
+        }
+        MigrateAction::Down => {
+            Migrator::down(&db, Some(1)).await?;
+            writeln!(out, "reverted the most recent migration")?;
+        }
+        MigrateAction::Status => {
+            for m in Migrator::get_migration_with_status(&db).await? {
+                writeln!(
+                    out,
+                    "{:<8} {}",
+                    format!("{:?}", m.status()).to_lowercase(),
+                    m.name()
+                )?;
+            }
+        }
+    }
+    Ok(())
+}

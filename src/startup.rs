@@ -1,0 +1,251 @@
+//! The composition root: `Application::build` opens and migrates the database, registers
+//! the platforms, builds the core, router and HTTP apps and binds both listeners (so a
+//! test can use port 0 and read the port back); `run_until_stopped` serves until the
+//! shutdown token is cancelled, then drains requests and workers.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use segue_bot::outbox::OutboxSettings;
+use segue_bot::store::{self, DbOptions};
+use segue_bot::{Core, CoreSettings, Deliver, Metrics, Outbox, Platform, Router, Secret, Store};
+use segue_jobs::WorkerSettings;
+use segue_migrations::{Migrator, MigratorTrait};
+use segue_platforms::web::WebConsole;
+use segue_platforms::{Adapter, AdapterContext};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Config;
+
+/// The enabled platforms. Adding a platform: its folder in `platforms/`, one line here.
+fn adapters(config: &Config) -> Vec<Box<dyn Adapter>> {
+    let mut adapters: Vec<Box<dyn Adapter>> = Vec::new();
+    if config.web.console {
+        adapters.push(Box::new(WebConsole::new()));
+    }
+    adapters
+}
+
+/// A built, bound, not yet running Segue.
+pub struct Application {
+    config: Config,
+    core: Arc<Core>,
+    router: Arc<Router>,
+    adapters: Vec<Box<dyn Adapter>>,
+    listener: TcpListener,
+    admin_listener: TcpListener,
+    app: axum::Router,
+    admin: axum::Router,
+    shutdown: CancellationToken,
+    admin_token: Secret,
+    admin_token_generated: bool,
+}
+
+impl std::fmt::Debug for Application {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Application")
+            .field("address", &self.address())
+            .field("admin_address", &self.admin_address())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Opens the database and brings its schema up to date.
+pub async fn open_database(config: &Config) -> anyhow::Result<sea_orm::DatabaseConnection> {
+    let db = store::connect(&DbOptions {
+        url: config.database.url.expose().to_owned(),
+        max_connections: config.database.max_connections,
+    })
+    .await
+    .context("opening the database (database.url)")?;
+    Migrator::up(&db, None)
+        .await
+        .context("running database migrations")?;
+    Ok(db)
+}
+
+impl Application {
+    /// Builds Segue from its configuration.
+    pub async fn build(config: Config) -> anyhow::Result<Self> {
+        Self::build_with(config, Vec::new()).await
+    }
+
+    /// Builds Segue with extra delivery implementations (tests use this for fake
+    /// platforms).
+    pub async fn build_with(
+        config: Config,
+        extra_deliverers: Vec<Arc<dyn Deliver>>,
+    ) -> anyhow::Result<Self> {
+        let db = open_database(&config).await?;
+        crate::keys::secret_key(
+            config.security.secret_key.expose(),
+            &config.security.key_file,
+        )?;
+        let (admin_token, admin_token_generated) = if config.security.admin_token.is_empty() {
+            (Secret::new(crate::keys::generate_admin_token()), true)
+        } else {
+            (config.security.admin_token.clone(), false)
+        };
+
+        let adapters = adapters(&config);
+        let mut deliverers: Vec<Arc<dyn Deliver>> =
+            adapters.iter().map(|a| a.deliverer()).collect();
+        deliverers.extend(extra_deliverers);
+
+        let store = Arc::new(Store::new(db));
+        let metrics = Arc::new(Metrics::new());
+        let outbox = Arc::new(Outbox::new(
+            store.clone(),
+            metrics.clone(),
+            deliverers,
+            OutboxSettings::default(),
+        ));
+        let core = Arc::new(Core {
+            store,
+            outbox,
+            metrics,
+            commands: segue_bot::handlers::table(),
+            settings: CoreSettings {
+                user_burst: config.limits.user_burst,
+                user_per_second: config.limits.user_per_second,
+                public_url: config.server.public_url.to_string(),
+                web_retention: config.web.retention,
+            },
+        });
+        let router = Arc::new(Router::new(core.clone()));
+        let shutdown = CancellationToken::new();
+        let cx = AdapterContext {
+            router: router.clone(),
+            shutdown: shutdown.clone(),
+        };
+        let routes = adapters.iter().map(|a| a.routes(&cx)).collect();
+        let app = crate::http::app(core.clone(), routes);
+        let admin = crate::admin::app(core.clone(), admin_token.clone());
+
+        let listener = TcpListener::bind(config.server.bind)
+            .await
+            .with_context(|| format!("listening on {} (server.bind)", config.server.bind))?;
+        let admin_listener = TcpListener::bind(config.admin.bind)
+            .await
+            .with_context(|| format!("listening on {} (admin.bind)", config.admin.bind))?;
+        Ok(Self {
+            config,
+            core,
+            router,
+            adapters,
+            listener,
+            admin_listener,
+            app,
+            admin,
+            shutdown,
+            admin_token,
+            admin_token_generated,
+        })
+    }
+
+    pub fn address(&self) -> SocketAddr {
+        self.listener
+            .local_addr()
+            .unwrap_or(self.config.server.bind)
+    }
+
+    pub fn admin_address(&self) -> SocketAddr {
+        self.admin_listener
+            .local_addr()
+            .unwrap_or(self.config.admin.bind)
+    }
+
+    pub fn port(&self) -> u16 {
+        self.address().port()
+    }
+
+    pub fn core(&self) -> Arc<Core> {
+        self.core.clone()
+    }
+
+    pub fn router(&self) -> Arc<Router> {
+        self.router.clone()
+    }
+
+    /// Cancel it to stop the application gracefully.
+    pub fn shutdown_token(&self) -> CancellationToken {
+        self.shutdown.clone()
+    }
+
+    /// The admin token, and whether it was generated for this run.
+    pub fn admin_token(&self) -> (&Secret, bool) {
+        (&self.admin_token, self.admin_token_generated)
+    }
+
+    /// Serves until the shutdown token is cancelled, then lets requests in flight finish
+    /// (up to `server.shutdown_grace`) and stops the workers.
+    pub async fn run_until_stopped(self) -> anyhow::Result<()> {
+        let shutdown = self.shutdown.clone();
+        let cx = AdapterContext {
+            router: self.router.clone(),
+            shutdown: shutdown.clone(),
+        };
+        let mut tasks: Vec<tokio::task::JoinHandle<()>> =
+            self.adapters.iter().flat_map(|a| a.spawn(&cx)).collect();
+        let mut retention = Vec::new();
+        if self.config.web.console {
+            retention.push((Platform::Web, self.config.web.retention));
+        }
+        tasks.extend(segue_jobs::register_all(
+            self.core.outbox.clone(),
+            WorkerSettings {
+                outbox_poll: Duration::from_secs(1),
+                retention,
+            },
+            shutdown.clone(),
+        ));
+
+        let public = axum::serve(self.listener, self.app)
+            .with_graceful_shutdown(shutdown.clone().cancelled_owned());
+        let admin = axum::serve(self.admin_listener, self.admin)
+            .with_graceful_shutdown(shutdown.clone().cancelled_owned());
+        let servers = async { tokio::try_join!(public.into_future(), admin.into_future()) };
+        let grace = self.config.server.shutdown_grace;
+        let drained = async {
+            shutdown.cancelled().await;
+            tokio::time::sleep(grace).await;
+        };
+        tokio::select! {
+            res = servers => { res.context("serving HTTP")?; }
+            () = drained => tracing::warn!(?grace, "requests still open after the shutdown grace period; stopping anyway"),
+        }
+        shutdown.cancel();
+        for task in tasks {
+            if tokio::time::timeout(grace, task).await.is_err() {
+                tracing::warn!("a background task did not stop in time");
+            }
+        }
+        tracing::info!("stopped");
+        Ok(())
+    }
+}
+
+/// Resolves on SIGINT (Ctrl-C) or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
+    }
+}
