@@ -72,9 +72,13 @@ fn main() -> ExitCode {
         }
     };
     if let Command::CheckConfig = command {
-        print!("{}", config.to_redacted_toml());
-        eprintln!("configuration OK");
-        return ExitCode::SUCCESS;
+        return match std::io::stdout().write_all(config.to_redacted_toml().as_bytes()) {
+            Ok(()) => {
+                eprintln!("configuration OK");
+                ExitCode::SUCCESS
+            }
+            Err(_) => ExitCode::FAILURE,
+        };
     }
     segue::telemetry::init(&config.log);
     let runtime = match tokio::runtime::Runtime::new() {

@@ -29,6 +29,14 @@ fn adapters(config: &Config) -> Vec<Box<dyn Adapter>> {
     adapters
 }
 
+/// What the configuration file doesn't set: extra delivery implementations (fake
+/// platforms in tests, or an embedding program's own) and outbox timing.
+#[derive(Default)]
+pub struct Extras {
+    pub deliverers: Vec<Arc<dyn Deliver>>,
+    pub outbox: OutboxSettings,
+}
+
 /// A built, bound, not yet running Segue.
 pub struct Application {
     config: Config,
@@ -70,15 +78,11 @@ pub async fn open_database(config: &Config) -> anyhow::Result<sea_orm::DatabaseC
 impl Application {
     /// Builds Segue from its configuration.
     pub async fn build(config: Config) -> anyhow::Result<Self> {
-        Self::build_with(config, Vec::new()).await
+        Self::build_with(config, Extras::default()).await
     }
 
-    /// Builds Segue with extra delivery implementations (tests use this for fake
-    /// platforms).
-    pub async fn build_with(
-        config: Config,
-        extra_deliverers: Vec<Arc<dyn Deliver>>,
-    ) -> anyhow::Result<Self> {
+    /// Builds Segue with [`Extras`] (tests use them for fake platforms and short retries).
+    pub async fn build_with(config: Config, extras: Extras) -> anyhow::Result<Self> {
         let db = open_database(&config).await?;
         crate::keys::secret_key(
             config.security.secret_key.expose(),
@@ -93,7 +97,7 @@ impl Application {
         let adapters = adapters(&config);
         let mut deliverers: Vec<Arc<dyn Deliver>> =
             adapters.iter().map(|a| a.deliverer()).collect();
-        deliverers.extend(extra_deliverers);
+        deliverers.extend(extras.deliverers);
 
         let store = Arc::new(Store::new(db));
         let metrics = Arc::new(Metrics::new());
@@ -101,7 +105,7 @@ impl Application {
             store.clone(),
             metrics.clone(),
             deliverers,
-            OutboxSettings::default(),
+            extras.outbox,
         ));
         let core = Arc::new(Core {
             store,

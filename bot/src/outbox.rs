@@ -281,6 +281,19 @@ impl Outbox {
                 .push(row);
         }
         let chats = by_chat.into_values().map(|rows| async move {
+            let first = &rows[0];
+            match self
+                .store
+                .earlier_outbound_waiting(&first.platform, &first.chat_id, first.id)
+                .await
+            {
+                Ok(false) => {}
+                Ok(true) => return,
+                Err(e) => {
+                    tracing::error!(error = %e, "outbox order check failed");
+                    return;
+                }
+            }
             for row in rows {
                 match self.attempt(&row).await {
                     Ok(true) => {}

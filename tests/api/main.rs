@@ -1,1 +1,12 @@
+//! Segue's integration tests: one test binary (every extra binary re-links the whole
+//! tree). Each test runs on SQLite and, when `SEGUE_TEST_DATABASE_URL` is set, on a fresh
+//! PostgreSQL database too (see `helpers::backend_tests!`).
 
+mod helpers;
+
+mod admin;
+mod cli;
+mod console;
+mod health;
+mod outbox;
+mod router;

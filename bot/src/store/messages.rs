@@ -84,6 +84,26 @@ impl Store {
             .await?)
     }
 
+    /// Whether a chat has an outbound row older than `id` still waiting (retrying, in
+    /// flight or held): a chat's messages go out in order, so the newer ones wait.
+    pub async fn earlier_outbound_waiting(
+        &self,
+        platform: &str,
+        chat_id: &str,
+        id: i64,
+    ) -> Result<bool, StoreError> {
+        let n = message::Entity::find()
+            .filter(message::Column::Platform.eq(platform))
+            .filter(message::Column::ChatId.eq(chat_id))
+            .filter(message::Column::Direction.eq("out"))
+            .filter(message::Column::Status.eq(status::PENDING))
+            .filter(message::Column::Id.lt(id))
+            .limit(1)
+            .count(&self.db)
+            .await?;
+        Ok(n > 0)
+    }
+
     /// Claims a pending row for one delivery attempt, leasing it for `lease_ms`. `false`
     /// when another worker (or process) got it first.
     pub async fn claim(&self, id: i64, lease_ms: i64) -> Result<bool, StoreError> {

@@ -217,6 +217,17 @@ impl Store {
         }
     }
 
+    /// Bans or unbans a user: a banned user's messages are recorded but not answered.
+    pub async fn set_banned(&self, user_id: i64, banned: bool) -> Result<(), StoreError> {
+        user::Entity::update_many()
+            .col_expr(user::Column::BannedAt, Expr::value(banned.then(now_millis)))
+            .filter(user::Column::Id.eq(user_id))
+            .exec(&self.db)
+            .await?;
+        self.forget_cached_user(user_id);
+        Ok(())
+    }
+
     /// Drops a user's cached entries (after a change to them).
     pub fn forget_cached_user(&self, user_id: i64) {
         self.people

@@ -1,0 +1,259 @@
+//! The router as a platform adapter drives it: redeliveries, group chats and `@bot`
+//! suffixes, buttons, the per-user rate limit, bans.
+
+use std::sync::Arc;
+
+use segue_bot::store::entities::message::status;
+use segue_bot::{
+    ChatAddress, ChatKind, Content, Deliver, Handled, Incoming, Platform, ReplyMode, UserRef,
+};
+
+use crate::helpers::{Backend, FakePlatform, TestDb, backend_tests, spawn_app_with, test_config};
+
+backend_tests!(
+    redelivered_events_are_answered_once,
+    groups_answer_only_commands_for_us,
+    buttons_run_their_command,
+    users_over_the_rate_limit_are_told_to_slow_down,
+    banned_users_get_no_answer,
+);
+
+fn incoming(
+    chat: &str,
+    kind: ChatKind,
+    user: &str,
+    content: Content,
+    ext: Option<&str>,
+) -> Incoming {
+    Incoming {
+        external_id: ext.map(str::to_owned),
+        chat: ChatAddress::new(Platform::Telegram, chat),
+        chat_kind: kind,
+        user: UserRef {
+            platform: Platform::Telegram,
+            id: user.to_owned(),
+            display_name: format!("user {user}"),
+            username: None,
+        },
+        content,
+        bot_username: Some("segue_bot".into()),
+    }
+}
+
+fn text(t: &str) -> Content {
+    Content::Text(t.to_owned())
+}
+
+fn replies(h: Handled) -> Vec<String> {
+    match h {
+        Handled::Replied(r) => r.into_iter().map(|r| r.text).collect(),
+        Handled::Duplicate => panic!("unexpected duplicate"),
+    }
+}
+
+async fn app_with_fake(
+    backend: Backend,
+    tweak: impl FnOnce(&mut segue::Config),
+) -> (crate::helpers::TestApp, Arc<FakePlatform>, TestDb) {
+    let db = TestDb::new(backend).await;
+    let tg = FakePlatform::new(Platform::Telegram);
+    let mut config = test_config(&db);
+    tweak(&mut config);
+    let app = spawn_app_with(config, vec![tg.clone() as Arc<dyn Deliver>]).await;
+    (app, tg, db)
+}
+
+async fn redelivered_events_are_answered_once(backend: Backend) {
+    let (app, _tg, _db) = app_with_fake(backend, |_| {}).await;
+    let msg = incoming("5", ChatKind::Private, "5", text("/ping"), Some("1001"));
+    let first = app
+        .router
+        .handle(msg.clone(), ReplyMode::Outbox)
+        .await
+        .unwrap();
+    assert_eq!(replies(first), vec!["pong"]);
+    let again = app.router.handle(msg, ReplyMode::Outbox).await.unwrap();
+    assert_eq!(again, Handled::Duplicate);
+    let log = app
+        .core
+        .store
+        .chat_log(&ChatAddress::new(Platform::Telegram, "5"), 10)
+        .await
+        .unwrap();
+    assert_eq!(log.len(), 2, "one inbound, one reply");
+    app.stop().await;
+}
+
+async fn groups_answer_only_commands_for_us(backend: Backend) {
+    let (app, _tg, _db) = app_with_fake(backend, |_| {}).await;
+    let group = |t: &str| incoming("-100", ChatKind::Group, "6", text(t), None);
+    let r = &app.router;
+    assert!(
+        replies(
+            r.handle(group("hello all"), ReplyMode::Outbox)
+                .await
+                .unwrap()
+        )
+        .is_empty()
+    );
+    assert!(
+        replies(
+            r.handle(group("/ping@other_bot"), ReplyMode::Outbox)
+                .await
+                .unwrap()
+        )
+        .is_empty()
+    );
+    assert!(replies(r.handle(group("/dance"), ReplyMode::Outbox).await.unwrap()).is_empty());
+    assert_eq!(
+        replies(
+            r.handle(group("/ping@Segue_Bot"), ReplyMode::Outbox)
+                .await
+                .unwrap()
+        ),
+        vec!["pong"]
+    );
+    assert_eq!(
+        replies(r.handle(group("/ping"), ReplyMode::Outbox).await.unwrap()),
+        vec!["pong"]
+    );
+    let unknown = replies(
+        r.handle(group("/dance@segue_bot"), ReplyMode::Outbox)
+            .await
+            .unwrap(),
+    );
+    assert!(unknown[0].contains("/help"));
+    let log = app
+        .core
+        .store
+        .chat_log(&ChatAddress::new(Platform::Telegram, "-100"), 20)
+        .await
+        .unwrap();
+    let ignored = log.iter().filter(|m| m.status == status::IGNORED).count();
+    assert_eq!(ignored, 3);
+    app.stop().await;
+}
+
+async fn buttons_run_their_command(backend: Backend) {
+    let (app, tg, _db) = app_with_fake(backend, |_| {}).await;
+    let start = replies(
+        app.router
+            .handle(
+                incoming("8", ChatKind::Private, "8", text("/start"), None),
+                ReplyMode::Outbox,
+            )
+            .await
+            .unwrap(),
+    );
+    assert!(start[0].starts_with("Hi user 8!"));
+    let press = Content::Button {
+        data: "/help".into(),
+    };
+    let help = replies(
+        app.router
+            .handle(
+                incoming("8", ChatKind::Private, "8", press, None),
+                ReplyMode::Outbox,
+            )
+            .await
+            .unwrap(),
+    );
+    assert!(help[0].starts_with("Here is what I can do"));
+    // Slash commands already parsed by a platform (Discord) take typed options.
+    let slash = Content::Command {
+        name: "help".into(),
+        options: vec![("command".into(), "ping".into())],
+    };
+    let one = replies(
+        app.router
+            .handle(
+                incoming("8", ChatKind::Private, "8", slash, None),
+                ReplyMode::Outbox,
+            )
+            .await
+            .unwrap(),
+    );
+    assert!(one[0].starts_with("/ping"));
+    assert!(
+        crate::helpers::eventually(std::time::Duration::from_secs(5), || async {
+            tg.delivered_texts().len() == 3
+        })
+        .await,
+        "all three replies delivered through the outbox"
+    );
+    let delivered = tg.delivered.lock().unwrap().clone();
+    assert_eq!(
+        delivered[0].buttons.len(),
+        1,
+        "the start message carries its button"
+    );
+    app.stop().await;
+}
+
+async fn users_over_the_rate_limit_are_told_to_slow_down(backend: Backend) {
+    let (app, _tg, _db) = app_with_fake(backend, |c| {
+        c.limits.user_burst = 3;
+        c.limits.user_per_second = 0.01;
+    })
+    .await;
+    let mut answers = Vec::new();
+    for _ in 0..4 {
+        let msg = incoming("3", ChatKind::Private, "3", text("/ping"), None);
+        answers.extend(replies(
+            app.router.handle(msg, ReplyMode::Outbox).await.unwrap(),
+        ));
+    }
+    assert_eq!(&answers[..3], ["pong", "pong", "pong"]);
+    assert!(
+        answers[3].starts_with(
+            "Slow down a little: you can send 3 commands at once, then one every 100 seconds."
+        ),
+        "{}",
+        answers[3]
+    );
+    // Another user is not affected.
+    let other = incoming("4", ChatKind::Private, "4", text("/ping"), None);
+    assert_eq!(
+        replies(app.router.handle(other, ReplyMode::Outbox).await.unwrap()),
+        vec!["pong"]
+    );
+    app.stop().await;
+}
+
+async fn banned_users_get_no_answer(backend: Backend) {
+    let (app, _tg, _db) = app_with_fake(backend, |_| {}).await;
+    let msg = || incoming("11", ChatKind::Private, "11", text("/ping"), None);
+    assert_eq!(
+        replies(app.router.handle(msg(), ReplyMode::Outbox).await.unwrap()),
+        vec!["pong"]
+    );
+    let log = app
+        .core
+        .store
+        .chat_log(&ChatAddress::new(Platform::Telegram, "11"), 5)
+        .await
+        .unwrap();
+    app.core
+        .store
+        .set_banned(log[0].user_id.unwrap(), true)
+        .await
+        .unwrap();
+    assert!(replies(app.router.handle(msg(), ReplyMode::Outbox).await.unwrap()).is_empty());
+    let log = app
+        .core
+        .store
+        .chat_log(&ChatAddress::new(Platform::Telegram, "11"), 5)
+        .await
+        .unwrap();
+    assert_eq!(log.last().unwrap().status, status::BANNED);
+    app.core
+        .store
+        .set_banned(log[0].user_id.unwrap(), false)
+        .await
+        .unwrap();
+    assert_eq!(
+        replies(app.router.handle(msg(), ReplyMode::Outbox).await.unwrap()),
+        vec!["pong"]
+    );
+    app.stop().await;
+}
