@@ -12,6 +12,7 @@ use axum::routing::get;
 use base64::Engine;
 use segue_bot::{Core, Secret};
 use segue_platforms::http::ApiError;
+use sha2::{Digest, Sha256};
 
 #[derive(Clone)]
 struct AdminState {
@@ -31,16 +32,18 @@ pub fn app(core: Arc<Core>, token: Secret) -> axum::Router {
         ))
 }
 
-/// Whether `Authorization` carries the token (Basic password or Bearer), compared in
-/// constant time.
+/// Whether `Authorization` carries the token (Basic password or Bearer; schemes are
+/// case-insensitive). Digests are compared in constant time, so neither the token nor its
+/// length leaks through timing.
 fn authorized(header_value: Option<&str>, token: &Secret) -> bool {
-    let Some(value) = header_value else {
+    let Some((scheme, credentials)) = header_value.and_then(|v| v.trim().split_once(' ')) else {
         return false;
     };
-    let presented = if let Some(bearer) = value.strip_prefix("Bearer ") {
-        bearer.trim().to_owned()
-    } else if let Some(basic) = value.strip_prefix("Basic ") {
-        let Ok(decoded) = base64::engine::general_purpose::STANDARD.decode(basic.trim()) else {
+    let credentials = credentials.trim();
+    let presented = if scheme.eq_ignore_ascii_case("bearer") {
+        credentials.to_owned()
+    } else if scheme.eq_ignore_ascii_case("basic") {
+        let Ok(decoded) = base64::engine::general_purpose::STANDARD.decode(credentials) else {
             return false;
         };
         let Ok(text) = String::from_utf8(decoded) else {
@@ -53,14 +56,15 @@ fn authorized(header_value: Option<&str>, token: &Secret) -> bool {
     } else {
         return false;
     };
-    constant_time_eq(presented.as_bytes(), token.expose().as_bytes())
-}
-
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    if a.len() != b.len() || b.is_empty() {
+    if token.is_empty() {
         return false;
     }
-    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    let a = Sha256::digest(presented.as_bytes());
+    let b = Sha256::digest(token.expose().as_bytes());
+    a.iter()
+        .zip(b.iter())
+        .fold(0u8, |acc, (x, y)| acc | (x ^ y))
+        == 0
 }
 
 async fn require_token(State(token): State<Arc<Secret>>, req: Request, next: Next) -> Response {
@@ -180,6 +184,7 @@ mod tests {
             )
         };
         assert!(authorized(Some("Bearer s3cret"), &t));
+        assert!(authorized(Some("bearer s3cret"), &t));
         assert!(authorized(Some(&basic("anyone:s3cret")), &t));
         assert!(!authorized(Some(&basic("s3cret:nope")), &t));
         assert!(!authorized(Some("Bearer s3cre"), &t));

@@ -155,6 +155,14 @@ impl Default for LogConfig {
     }
 }
 
+/// Keys whose environment values are always taken as text, never parsed as numbers.
+const VERBATIM_KEYS: &[&str] = &[
+    "database.url",
+    "security.secret_key",
+    "security.admin_token",
+    "log.level",
+];
+
 /// A configuration that can't be used, with a message meant for the operator.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -191,6 +199,14 @@ impl Config {
                 .filter(|k| k.as_str().contains("__"))
                 .split("__"),
         );
+        // Env values are parsed like TOML, which turns `007123` into 7123: keys that are
+        // always text are taken verbatim.
+        for key in VERBATIM_KEYS {
+            let var = format!("SEGUE_{}", key.replace('.', "__").to_ascii_uppercase());
+            if let Ok(value) = std::env::var(&var) {
+                figment = figment.merge((*key, value));
+            }
+        }
         let config: Self = figment.extract().map_err(|e| {
             let messages: Vec<String> = e.into_iter().map(|e| describe(&e)).collect();
             ConfigError::Invalid(messages.join("\n"))

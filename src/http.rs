@@ -28,6 +28,7 @@ pub fn app(core: Arc<Core>, adapter_routes: Vec<axum::Router>) -> axum::Router {
         app = app.merge(routes);
     }
     app.fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .layer(CatchPanicLayer::custom(|_| {
             tracing::error!("a request handler panicked");
@@ -78,6 +79,15 @@ async fn metrics(State(core): State<Arc<Core>>) -> Response {
         core.metrics.render(depth),
     )
         .into_response()
+}
+
+async fn method_not_allowed(uri: Uri) -> Response {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        format!("{} does not take that method.", uri.path()),
+    )
+    .into_response()
 }
 
 async fn not_found(uri: Uri, req: Request<Body>) -> Response {

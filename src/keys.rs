@@ -19,12 +19,26 @@ pub fn secret_key(configured: &str, key_file: &Path) -> anyhow::Result<[u8; 32]>
         return decode_key(configured).context("security.secret_key is not base64 of 32 bytes");
     }
     if key_file.exists() {
+        warn_if_readable_by_others(key_file);
         let text = std::fs::read_to_string(key_file)
             .with_context(|| format!("reading the secret key from {}", key_file.display()))?;
         return decode_key(&text)
             .with_context(|| format!("{} does not hold base64 of 32 bytes", key_file.display()));
     }
     let key: [u8; 32] = rand::random();
+    write_new_key(key_file, &STANDARD.encode(key))?;
+    tracing::info!(path = %key_file.display(), "generated a new secret key (keep this file; it encrypts stored tokens)");
+    Ok(key)
+}
+
+/// Writes the key file whole or not at all: a private temporary file, synced, then
+/// linked into place (which fails rather than overwrite a key another process wrote).
+fn write_new_key(key_file: &Path, encoded: &str) -> anyhow::Result<()> {
+    let dir = key_file
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let tmp = dir.join(format!(".segue.key.{}.tmp", rand::random::<u32>()));
     let mut options = std::fs::OpenOptions::new();
     options.write(true).create_new(true);
     #[cfg(unix)]
@@ -32,12 +46,30 @@ pub fn secret_key(configured: &str, key_file: &Path) -> anyhow::Result<[u8; 32]>
         use std::os::unix::fs::OpenOptionsExt;
         options.mode(0o600);
     }
-    let mut file = options
-        .open(key_file)
-        .with_context(|| format!("creating the secret key file {}", key_file.display()))?;
-    writeln!(file, "{}", STANDARD.encode(key))?;
-    tracing::info!(path = %key_file.display(), "generated a new secret key (keep this file; it encrypts stored tokens)");
-    Ok(key)
+    let result = (|| -> anyhow::Result<()> {
+        let mut file = options
+            .open(&tmp)
+            .with_context(|| format!("creating a key file in {}", dir.display()))?;
+        writeln!(file, "{encoded}")?;
+        file.sync_all()?;
+        std::fs::hard_link(&tmp, key_file)
+            .with_context(|| format!("creating the secret key file {}", key_file.display()))?;
+        Ok(())
+    })();
+    let _ = std::fs::remove_file(&tmp);
+    result
+}
+
+fn warn_if_readable_by_others(key_file: &Path) {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        if let Ok(meta) = std::fs::metadata(key_file)
+            && meta.permissions().mode() & 0o077 != 0
+        {
+            tracing::warn!(path = %key_file.display(), "the secret key file is readable by other users; chmod 600 it");
+        }
+    }
 }
 
 /// A fresh random admin token.

@@ -3,8 +3,10 @@
 //! record are built into the router itself because they must wrap everything else.
 //! A middleware either answers itself or calls [`Next::run`].
 
+use std::collections::HashMap;
 use std::num::NonZeroU32;
-use std::time::Duration;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
@@ -33,12 +35,18 @@ impl Middleware for BanCheck {
     }
 }
 
-/// A token bucket per user: `burst` commands at once, refilled at `per_second`.
+/// A token bucket per user: `burst` commands at once, refilled at `per_second`. Only
+/// messages meant for the bot count; the first message over the limit is answered, the
+/// rest of the flood is not (so a flooder can't spend the platform's send budget).
 pub struct RateLimit {
     limiter: DefaultKeyedRateLimiter<i64>,
     burst: u32,
     per_second: f64,
+    warned: Mutex<HashMap<i64, Instant>>,
 }
+
+/// A limited user is told again at most this often.
+const WARN_EVERY: Duration = Duration::from_secs(30);
 
 impl std::fmt::Debug for RateLimit {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -60,6 +68,7 @@ impl RateLimit {
             limiter: RateLimiter::keyed(quota),
             burst,
             per_second,
+            warned: Mutex::default(),
         }
     }
 }
@@ -67,8 +76,22 @@ impl RateLimit {
 #[async_trait]
 impl Middleware for RateLimit {
     async fn call(&self, ctx: &Ctx, next: Next<'_>) -> Outcome {
-        if self.limiter.check_key(&ctx.person.user_id).is_ok() {
+        let user = ctx.person.user_id;
+        if self.limiter.check_key(&user).is_ok() {
             return next.run(ctx).await;
+        }
+        {
+            let mut warned = self.warned.lock().unwrap_or_else(|e| e.into_inner());
+            if warned
+                .get(&user)
+                .is_some_and(|at| at.elapsed() < WARN_EVERY)
+            {
+                return Outcome::silent(status::LIMITED);
+            }
+            if warned.len() > 100_000 {
+                warned.retain(|_, at| at.elapsed() < WARN_EVERY);
+            }
+            warned.insert(user, Instant::now());
         }
         let every = if self.per_second >= 1.0 {
             format!("{} a second", self.per_second)

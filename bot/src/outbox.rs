@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use governor::clock::Clock;
 use governor::{DefaultDirectRateLimiter, DefaultKeyedRateLimiter, Quota, RateLimiter};
 use tokio::sync::Notify;
 
@@ -149,6 +150,31 @@ impl std::fmt::Debug for Outbox {
     }
 }
 
+/// Rows one delivery round looks at, at most.
+pub const BATCH: u64 = 200;
+
+/// What one delivery round did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Round {
+    /// Due rows found (at most [`BATCH`]).
+    pub due: usize,
+    /// Rows attempted (delivered, failed, held).
+    pub attempted: usize,
+    /// When a rate limit stopped the round: how long until it allows the next send.
+    pub wait: Option<Duration>,
+}
+
+enum Attempt {
+    /// Delivered, dead-lettered or held: done with it.
+    Settled,
+    /// Failed for now; a retry is scheduled.
+    Retrying,
+    /// Not ours to send now (another worker has it, the platform isn't enabled here).
+    Skipped,
+    /// Over a rate limit: try again after this long.
+    RateLimited(Duration),
+}
+
 /// One recorded outbound message, as returned to the caller.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Recorded {
@@ -268,11 +294,14 @@ impl Outbox {
         self.wake.notified().await;
     }
 
-    /// Claims and attempts every due message, chats in parallel and each chat's messages
-    /// in order. Returns how many rows were looked at.
-    pub async fn deliver_due(&self) -> Result<usize, StoreError> {
-        let due = self.store.due_outbound(200).await?;
-        let n = due.len();
+    /// Claims and attempts the due messages, chats in parallel and each chat's messages
+    /// in order.
+    pub async fn deliver_due(&self) -> Result<Round, StoreError> {
+        let due = self.store.due_outbound(BATCH).await?;
+        let mut round = Round {
+            due: due.len(),
+            ..Round::default()
+        };
         let mut by_chat: BTreeMap<(String, String), Vec<message::Model>> = BTreeMap::new();
         for row in due {
             by_chat
@@ -281,68 +310,81 @@ impl Outbox {
                 .push(row);
         }
         let chats = by_chat.into_values().map(|rows| async move {
-            let first = &rows[0];
-            match self
-                .store
-                .earlier_outbound_waiting(&first.platform, &first.chat_id, first.id)
-                .await
-            {
-                Ok(false) => {}
-                Ok(true) => return,
-                Err(e) => {
-                    tracing::error!(error = %e, "outbox order check failed");
-                    return;
-                }
-            }
+            let mut attempted = 0;
             for row in rows {
                 match self.attempt(&row).await {
-                    Ok(true) => {}
+                    Ok(Attempt::Settled) => attempted += 1,
                     // Keep a chat's order: stop at its first message that didn't go.
-                    Ok(false) => break,
+                    Ok(Attempt::Retrying) => return (attempted + 1, None),
+                    Ok(Attempt::Skipped) => return (attempted, None),
+                    Ok(Attempt::RateLimited(wait)) => return (attempted, Some(wait)),
                     Err(e) => {
                         tracing::error!(error = %e, id = row.id, "outbox attempt failed to record");
-                        break;
+                        return (attempted, None);
                     }
                 }
             }
+            (attempted, None)
         });
-        futures::future::join_all(chats).await;
-        Ok(n)
+        for (attempted, wait) in futures::future::join_all(chats).await {
+            round.attempted += attempted;
+            round.wait = match (round.wait, wait) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+        }
+        Ok(round)
     }
 
-    /// One claimed delivery attempt. `Ok(true)` when the message is settled (delivered,
-    /// dead, held), `Ok(false)` when it waits for a retry or another worker has it.
-    async fn attempt(&self, row: &message::Model) -> Result<bool, StoreError> {
-        let lease = self.settings.lease.as_millis() as i64;
-        if !self.store.claim(row.id, lease).await? {
-            return Ok(false);
+    /// Checks the platform's limits without waiting; the wait when over them.
+    fn over_limit(limits: &Limits, chat_id: &str) -> Option<Duration> {
+        let clock = governor::clock::DefaultClock::default();
+        if let Some(l) = &limits.per_chat
+            && let Err(not_until) = l.check_key(&chat_id.to_owned())
+        {
+            return Some(not_until.wait_time_from(clock.now()));
         }
+        if let Some(l) = &limits.overall
+            && let Err(not_until) = l.check()
+        {
+            return Some(not_until.wait_time_from(clock.now()));
+        }
+        None
+    }
+
+    /// One delivery attempt: rate limits first, then the claim, then the platform.
+    async fn attempt(&self, row: &message::Model) -> Result<Attempt, StoreError> {
         let msg = match OutboundMessage::from_row(row) {
             Ok(m) => m,
             Err(e) => {
                 self.settle(row, status::DEAD, format!("unreadable row: {e}"))
                     .await?;
-                return Ok(true);
+                return Ok(Attempt::Settled);
             }
         };
         let Some((deliverer, limits)) = self.deliverers.get(&msg.to.platform) else {
             // Not enabled in this process; another may deliver it, or it waits for a restart
             // with the platform configured.
-            self.store
-                .finish_attempt(
-                    row.id,
-                    status::PENDING,
-                    Some(format!("{} is not enabled", msg.to.platform)),
-                    Some(now_millis() + self.settings.max_backoff.as_millis() as i64),
-                )
-                .await?;
-            return Ok(false);
+            if self.store.claim(row.id, 0).await? {
+                self.store
+                    .finish_attempt(
+                        row.id,
+                        status::PENDING,
+                        Some(format!("{} is not enabled", msg.to.platform)),
+                        Some(now_millis() + self.settings.max_backoff.as_millis() as i64),
+                    )
+                    .await?;
+            }
+            return Ok(Attempt::Skipped);
         };
-        if let Some(l) = &limits.overall {
-            l.until_ready().await;
+        // Claim only once the limits allow sending, so a lease never runs out while
+        // waiting for a rate limiter.
+        if let Some(wait) = Self::over_limit(limits, &msg.to.chat_id) {
+            return Ok(Attempt::RateLimited(wait));
         }
-        if let Some(l) = &limits.per_chat {
-            l.until_key_ready(&msg.to.chat_id).await;
+        let lease = self.settings.lease.as_millis() as i64;
+        if !self.store.claim(row.id, lease).await? {
+            return Ok(Attempt::Skipped);
         }
         match deliverer.deliver(&msg).await {
             Ok(()) => {
@@ -351,19 +393,19 @@ impl Outbox {
                     .await?;
                 self.metrics
                     .message(msg.to.platform.as_str(), false, status::DELIVERED);
-                Ok(true)
+                Ok(Attempt::Settled)
             }
             Err(DeliverError::Held { reason }) => {
                 self.store
                     .finish_attempt(row.id, status::HELD, Some(reason), None)
                     .await?;
-                Ok(true)
+                Ok(Attempt::Settled)
             }
             Err(DeliverError::Permanent { reason }) => {
                 tracing::warn!(id = row.id, to = %msg.to, %reason, "delivery failed for good; dead-lettered");
                 self.settle(row, status::DEAD, reason).await?;
                 self.store.mark_unreachable(&msg.to).await?;
-                Ok(true)
+                Ok(Attempt::Settled)
             }
             Err(DeliverError::Transient {
                 reason,
@@ -378,7 +420,7 @@ impl Outbox {
                         format!("gave up after {attempts} attempts: {reason}"),
                     )
                     .await?;
-                    return Ok(true);
+                    return Ok(Attempt::Settled);
                 }
                 let wait = retry_after.unwrap_or_else(|| self.backoff(attempts));
                 tracing::info!(id = row.id, to = %msg.to, %reason, retry_in_ms = wait.as_millis() as u64, "delivery will be retried");
@@ -390,7 +432,7 @@ impl Outbox {
                         Some(now_millis() + wait.as_millis() as i64),
                     )
                     .await?;
-                Ok(false)
+                Ok(Attempt::Retrying)
             }
         }
     }
@@ -415,6 +457,13 @@ impl Outbox {
             .saturating_mul(1u32 << (attempts - 1).clamp(0, 20));
         let capped = exp.min(self.settings.max_backoff);
         capped.mul_f64(0.8 + rand::random::<f64>() * 0.4)
+    }
+
+    /// Forgets platform event ids older than `kept` (dedupe only needs recent ones).
+    pub async fn prune_sightings(&self, kept: Duration) -> Result<u64, StoreError> {
+        self.store
+            .prune_sightings(now_millis() - kept.as_millis() as i64)
+            .await
     }
 
     /// Gives up on messages held longer than `retention` on `platform`.

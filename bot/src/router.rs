@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use crate::command::CommandLine;
+use crate::command::{Args, CommandLine, CommandSpec};
 use crate::core::Core;
 use crate::error::{APOLOGY, CommandError};
 use crate::ids::now_millis;
@@ -72,10 +72,21 @@ impl Outcome {
     }
 }
 
+/// What a message asks for, decided before the middleware runs.
+#[derive(Debug)]
+enum Route<'a> {
+    /// Run this command with these arguments (or answer with its usage line).
+    Command(&'a CommandSpec, Result<Args, String>),
+    /// Answer with this text, no handler (unknown command, chatter in a private chat).
+    Answer(String),
+    /// Not for us (group chatter, another bot's command): recorded, not answered.
+    Ignore,
+}
+
 /// The rest of the middleware chain, ending in the command dispatch.
 pub struct Next<'a> {
     chain: &'a [Arc<dyn Middleware>],
-    router: &'a Router,
+    route: &'a Route<'a>,
 }
 
 impl Next<'_> {
@@ -87,12 +98,12 @@ impl Next<'_> {
                         ctx,
                         Next {
                             chain: rest,
-                            router: self.router,
+                            route: self.route,
                         },
                     )
                     .await
             }
-            None => self.router.dispatch(ctx).await,
+            None => run_route(ctx, self.route).await,
         }
     }
 }
@@ -134,19 +145,38 @@ impl Router {
     /// Handles one message end to end. Errors only when storage fails (the adapter then
     /// answers "try again": the platform will redeliver, and nothing was recorded).
     pub async fn handle(&self, incoming: Incoming, mode: ReplyMode) -> Result<Handled, StoreError> {
+        // The chat's turn is taken before the first await, so a chat's messages are
+        // handled in the order adapters hand them over.
+        let chat = incoming.chat.clone();
+        let lock = self.chat_lock(&chat);
+        let guard = lock.lock().await;
+        let result = self.handle_in_turn(incoming, mode).await;
+        drop(guard);
+        self.release_chat_lock(&chat, lock);
+        result
+    }
+
+    async fn handle_in_turn(
+        &self,
+        incoming: Incoming,
+        mode: ReplyMode,
+    ) -> Result<Handled, StoreError> {
         let store = &self.core.store;
-        if let Some(ext) = &incoming.external_id
-            && !store.first_sighting(incoming.chat.platform, ext).await?
-        {
-            tracing::debug!(platform = %incoming.chat.platform, id = %ext, "redelivered event ignored");
+        let platform = incoming.chat.platform;
+        let Some(ext) = incoming.external_id.clone() else {
+            return self.handle_in_order(incoming, mode).await;
+        };
+        if !store.first_sighting(platform, &ext).await? {
+            tracing::debug!(%platform, id = %ext, "redelivered event ignored");
             return Ok(Handled::Duplicate);
         }
-        let ctx_chat = incoming.chat.clone();
-        let lock = self.chat_lock(&ctx_chat);
-        let guard = lock.lock().await;
         let result = self.handle_in_order(incoming, mode).await;
-        drop(guard);
-        self.release_chat_lock(&ctx_chat, lock);
+        if result.is_err() {
+            // Nothing was recorded: let the platform's redelivery be handled.
+            if let Err(e) = store.forget_sighting(platform, &ext).await {
+                tracing::error!(error = %e, %platform, id = %ext, "could not undo a dedupe marker");
+            }
+        }
         result
     }
 
@@ -166,12 +196,18 @@ impl Router {
             incoming,
             person,
         };
-        let outcome = Next {
-            chain: &self.chain,
-            router: self,
-        }
-        .run(&ctx)
-        .await;
+        let route = self.route(&ctx.incoming);
+        let outcome = match route {
+            Route::Ignore => Outcome::silent(status::IGNORED),
+            _ => {
+                Next {
+                    chain: &self.chain,
+                    route: &route,
+                }
+                .run(&ctx)
+                .await
+            }
+        };
 
         let inbound_id = store.next_id();
         let elapsed = started.elapsed();
@@ -217,77 +253,40 @@ impl Router {
         Ok(Handled::Replied(recorded))
     }
 
-    /// Runs the command a message asks for (the end of the middleware chain).
-    async fn dispatch(&self, ctx: &Ctx) -> Outcome {
-        let private = ctx.incoming.chat_kind == ChatKind::Private;
-        let (spec, args) = match &ctx.incoming.content {
+    /// Decides what a message asks for.
+    fn route<'a>(&'a self, incoming: &Incoming) -> Route<'a> {
+        let private = incoming.chat_kind == ChatKind::Private;
+        let unknown = |name: &str| {
+            Route::Answer(format!(
+                "I don't know /{name}. Send /help to see what I can do."
+            ))
+        };
+        match &incoming.content {
             Content::Text(text) | Content::Button { data: text } => {
                 let Some(line) = CommandLine::parse(text) else {
                     return if private {
-                        Outcome::rejected(
+                        Route::Answer(
                             "I answer commands. Send /help to see what I can do.".to_owned(),
                         )
                     } else {
-                        Outcome::silent(status::IGNORED)
+                        Route::Ignore
                     };
                 };
-                let addressed = match (line.bot, &ctx.incoming.bot_username) {
-                    (Some(to), Some(me)) => {
-                        if !to.eq_ignore_ascii_case(me) {
-                            return Outcome::silent(status::IGNORED);
-                        }
-                        true
-                    }
-                    (Some(_), None) => true,
+                let addressed = match (line.bot, &incoming.bot_username) {
+                    (Some(to), Some(me)) if !to.eq_ignore_ascii_case(me) => return Route::Ignore,
+                    (Some(_), _) => true,
                     (None, _) => false,
                 };
-                let Some(spec) = self.core.commands.get(line.name) else {
-                    return if private || addressed {
-                        Outcome::rejected(format!(
-                            "I don't know /{}. Send /help to see what I can do.",
-                            line.name
-                        ))
-                    } else {
-                        Outcome::silent(status::IGNORED)
-                    };
-                };
-                (spec, spec.parse_args(line.args))
+                match self.core.commands.get(line.name) {
+                    Some(spec) => Route::Command(spec, spec.parse_args(line.args)),
+                    None if private || addressed => unknown(line.name),
+                    None => Route::Ignore,
+                }
             }
-            Content::Command { name, options } => {
-                let Some(spec) = self.core.commands.get(name) else {
-                    return Outcome::rejected(format!(
-                        "I don't know /{name}. Send /help to see what I can do."
-                    ));
-                };
-                (spec, spec.args_from_options(options))
-            }
-        };
-        let args = match args {
-            Ok(a) => a,
-            Err(problem) => {
-                return Outcome {
-                    replies: vec![Reply::text(usage_text(spec, &problem))],
-                    status: status::REJECTED,
-                    command: Some(spec.name),
-                };
-            }
-        };
-        let (replies, status) = match (spec.handler)(ctx, args).await {
-            Ok(replies) => (replies, status::HANDLED),
-            Err(CommandError::User(text)) => (vec![Reply::text(text)], status::HANDLED),
-            Err(CommandError::Usage(problem)) => (
-                vec![Reply::text(usage_text(spec, &problem))],
-                status::REJECTED,
-            ),
-            Err(CommandError::Store(e)) => {
-                tracing::error!(error = %e, command = spec.name, "handler failed");
-                (vec![Reply::text(APOLOGY)], status::FAILED)
-            }
-        };
-        Outcome {
-            replies,
-            status,
-            command: Some(spec.name),
+            Content::Command { name, options } => match self.core.commands.get(name) {
+                Some(spec) => Route::Command(spec, spec.args_from_options(options)),
+                None => unknown(name),
+            },
         }
     }
 
@@ -310,7 +309,40 @@ impl Router {
     }
 }
 
-fn usage_text(spec: &crate::command::CommandSpec, problem: &str) -> String {
+/// Runs what the route says (the end of the middleware chain).
+async fn run_route(ctx: &Ctx, route: &Route<'_>) -> Outcome {
+    let (spec, args) = match route {
+        Route::Ignore => return Outcome::silent(status::IGNORED),
+        Route::Answer(text) => return Outcome::rejected(text.clone()),
+        Route::Command(spec, Err(problem)) => {
+            return Outcome {
+                replies: vec![Reply::text(usage_text(spec, problem))],
+                status: status::REJECTED,
+                command: Some(spec.name),
+            };
+        }
+        Route::Command(spec, Ok(args)) => (spec, args.clone()),
+    };
+    let (replies, status) = match (spec.handler)(ctx, args).await {
+        Ok(replies) => (replies, status::HANDLED),
+        Err(CommandError::User(text)) => (vec![Reply::text(text)], status::HANDLED),
+        Err(CommandError::Usage(problem)) => (
+            vec![Reply::text(usage_text(spec, &problem))],
+            status::REJECTED,
+        ),
+        Err(CommandError::Store(e)) => {
+            tracing::error!(error = %e, command = spec.name, "handler failed");
+            (vec![Reply::text(APOLOGY)], status::FAILED)
+        }
+    };
+    Outcome {
+        replies,
+        status,
+        command: Some(spec.name),
+    }
+}
+
+fn usage_text(spec: &CommandSpec, problem: &str) -> String {
     let mut text = format!("Usage: {}", spec.usage());
     if !problem.is_empty() {
         text.push_str(&format!(" ({problem})"));

@@ -11,7 +11,11 @@ use tokio_util::sync::CancellationToken;
 
 use crate::WorkerSettings;
 
+/// Platform event ids are remembered this long for dedupe.
+const SEEN_KEPT: Duration = Duration::from_secs(7 * 24 * 3600);
 const EXPIRE_EVERY: Duration = Duration::from_secs(60);
+/// The shortest sleep after a rate-limited round.
+const MIN_WAIT: Duration = Duration::from_millis(5);
 
 /// Runs until `shutdown`; the delivery round in progress is finished first.
 pub async fn run(outbox: Arc<Outbox>, settings: WorkerSettings, shutdown: CancellationToken) {
@@ -23,13 +27,24 @@ pub async fn run(outbox: Arc<Outbox>, settings: WorkerSettings, shutdown: Cancel
                     tracing::error!(error = %e, "expiring held messages failed");
                 }
             }
+            if let Err(e) = outbox.prune_sightings(SEEN_KEPT).await {
+                tracing::error!(error = %e, "pruning seen event ids failed");
+            }
             next_expiry = Instant::now() + EXPIRE_EVERY;
         }
-        // Deliver until nothing is due (a full batch means there may be more).
+        // Deliver while rounds make progress through full batches.
+        let mut wait = settings.outbox_poll;
         loop {
             match outbox.deliver_due().await {
-                Ok(n) if n >= 200 => continue,
-                Ok(_) => break,
+                Ok(round) => {
+                    if let Some(w) = round.wait {
+                        wait = wait.min(w.max(MIN_WAIT));
+                    }
+                    let full = round.due as u64 >= segue_bot::outbox::BATCH;
+                    if !(full && round.attempted > 0) || shutdown.is_cancelled() {
+                        break;
+                    }
+                }
                 Err(e) => {
                     tracing::error!(error = %e, "outbox scan failed; retrying shortly");
                     break;
@@ -39,7 +54,7 @@ pub async fn run(outbox: Arc<Outbox>, settings: WorkerSettings, shutdown: Cancel
         tokio::select! {
             _ = shutdown.cancelled() => break,
             _ = outbox.woken() => {}
-            _ = sleep_until(Instant::now() + settings.outbox_poll) => {}
+            _ = sleep_until(Instant::now() + wait) => {}
         }
     }
     tracing::debug!("outbox worker stopped");

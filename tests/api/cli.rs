@@ -134,6 +134,8 @@ async fn sigterm_with_open_streams_exits_promptly() {
         .env("SEGUE_SERVER__BIND", format!("127.0.0.1:{port}"))
         .env("SEGUE_ADMIN__BIND", format!("127.0.0.1:{admin_port}"))
         .env("SEGUE_DATABASE__URL", &db.url)
+        // Looks like a number to a TOML parser; must stay exactly this text.
+        .env("SEGUE_SECURITY__ADMIN_TOKEN", "007123")
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()

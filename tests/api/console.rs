@@ -17,6 +17,8 @@ backend_tests!(
     event_stream_replays_after_last_event_id,
     notifications_wait_for_the_console,
     long_replies_are_split,
+    replies_overtaking_notifications_lose_nothing,
+    one_bad_message_does_not_fail_others,
 );
 
 async fn help_lists_every_command(backend: Backend) {
@@ -344,5 +346,103 @@ async fn long_replies_are_split(backend: Backend) {
         b.len()
     );
     assert!(events.next(Duration::from_millis(300)).await.is_none());
+    app.stop().await;
+}
+
+async fn replies_overtaking_notifications_lose_nothing(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let app = spawn_app(&db).await;
+    let token = app.session("jack").await;
+    let who = app.core.store.session(&token).await.unwrap().unwrap();
+    let chat = ChatAddress::new(Platform::Web, &who.web_id);
+    let mut events = app.events(&token, None).await;
+    // A notification gets its id first, then a reply (newer id) reaches the stream first.
+    let (rows, _) = app.core.outbox.rows_for(
+        Outgoing::new(chat.clone(), Reply::text("older notification")),
+        None,
+        false,
+    );
+    let older = rows[0].id;
+    app.reply(&token, "/ping").await;
+    app.core.store.record(rows).await.unwrap();
+    app.core.outbox.wake();
+    let mut texts = Vec::new();
+    for _ in 0..2 {
+        texts.push(
+            events
+                .next(Duration::from_secs(5))
+                .await
+                .expect("event")
+                .data["text"]
+                .clone(),
+        );
+    }
+    assert_eq!(texts, vec![json!("pong"), json!("older notification")]);
+    assert!(
+        crate::helpers::eventually(Duration::from_secs(5), || async {
+            app.core.store.message(older).await.unwrap().unwrap().status == status::DELIVERED
+        })
+        .await
+    );
+    app.stop().await;
+}
+
+async fn one_bad_message_does_not_fail_others(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let app = spawn_app(&db).await;
+    let token = app.session("kate").await;
+    // Control characters are refused at the edge (PostgreSQL can't store NUL).
+    let (status, body) = app
+        .post_json(
+            "/console/api/messages",
+            Some(&token),
+            &json!({"text": "/ping\u{0}"}),
+        )
+        .await;
+    assert_eq!(status, 400, "{body}");
+    // Many users at once share commits; all are answered and audited.
+    let mut tasks = Vec::new();
+    for i in 0..20 {
+        let t = app.session(&format!("u{i}")).await;
+        let client = app.client.clone();
+        let url = format!("{}/console/api/messages", app.address);
+        tasks.push(tokio::spawn(async move {
+            let res = client
+                .post(url)
+                .bearer_auth(t)
+                .json(&json!({"text": "/ping"}))
+                .send()
+                .await
+                .unwrap();
+            res.status().as_u16()
+        }));
+    }
+    for t in tasks {
+        assert_eq!(t.await.unwrap(), 200);
+    }
+    assert_eq!(app.core.store.counts().await.unwrap().inbound, 20);
+    // Wrong method and bad query strings answer in JSON too.
+    let res = app
+        .client
+        .get(format!("{}/console/api/messages", app.address))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 405);
+    let body: serde_json::Value = res.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "method_not_allowed");
+    let res = app
+        .client
+        .get(format!(
+            "{}/console/api/events?last_event_id=abc",
+            app.address
+        ))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 400);
+    let body: serde_json::Value = res.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "bad_query");
     app.stop().await;
 }

@@ -85,10 +85,11 @@ impl TestDb {
                     .expect("PostgreSQL at SEGUE_TEST_DATABASE_URL answers");
                 PG_SWEEP.get_or_init(|| sweep_old_databases(&admin)).await;
                 let name = format!(
-                    "segue_t_{}_{}_{}",
+                    "segue_t_{}_{}_{}_{}",
+                    unix_secs(),
                     std::process::id(),
                     DB_COUNTER.fetch_add(1, Ordering::SeqCst),
-                    rand::random::<u32>()
+                    rand::random::<u16>()
                 );
                 admin
                     .execute_unprepared(&format!("CREATE DATABASE {name}"))
@@ -122,9 +123,16 @@ impl TestDb {
     }
 }
 
-/// Drops test databases left by earlier runs of this suite (other process ids).
+fn unix_secs() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// Drops test databases left by runs more than two hours old (a concurrent run's are
+/// younger and left alone).
 async fn sweep_old_databases(admin: &sea_orm::DatabaseConnection) {
-    let me = format!("segue_t_{}_", std::process::id());
     let rows = admin
         .query_all_raw(sea_orm::Statement::from_string(
             sea_orm::DbBackend::Postgres,
@@ -132,11 +140,18 @@ async fn sweep_old_databases(admin: &sea_orm::DatabaseConnection) {
         ))
         .await
         .unwrap_or_default();
+    let cutoff = unix_secs().saturating_sub(2 * 3600);
     for row in rows {
         let Ok(name) = row.try_get::<String>("", "datname") else {
             continue;
         };
-        if !name.starts_with(&me) {
+        let created: u64 = name
+            .trim_start_matches("segue_t_")
+            .split('_')
+            .next()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0);
+        if created < cutoff {
             let _ = admin
                 .execute_unprepared(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
                 .await;

@@ -196,8 +196,13 @@ async fn users_over_the_rate_limit_are_told_to_slow_down(backend: Backend) {
         c.limits.user_per_second = 0.01;
     })
     .await;
+    // Group chatter doesn't count against the limit.
+    for _ in 0..5 {
+        let chatter = incoming("-5", ChatKind::Group, "3", text("just talking"), None);
+        app.router.handle(chatter, ReplyMode::Outbox).await.unwrap();
+    }
     let mut answers = Vec::new();
-    for _ in 0..4 {
+    for _ in 0..6 {
         let msg = incoming("3", ChatKind::Private, "3", text("/ping"), None);
         answers.extend(replies(
             app.router.handle(msg, ReplyMode::Outbox).await.unwrap(),

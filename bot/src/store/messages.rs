@@ -1,7 +1,7 @@
 //! The `messages` table as audit log and outbox: recording rows (through the group-commit
 //! writer), claiming due outbound rows, finishing them, and replaying a chat's messages.
 
-use sea_orm::sea_query::{Expr, ExprTrait};
+use sea_orm::sea_query::{Alias, Expr, ExprTrait, Query};
 use sea_orm::{
     ColumnTrait, Condition, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder, QuerySelect, Set,
 };
@@ -73,35 +73,36 @@ impl Store {
             .await
     }
 
-    /// Outbound rows that are due for a delivery attempt, oldest first.
+    /// Outbound rows due for a delivery attempt, oldest first, leaving out every chat
+    /// that has an older row still waiting (retrying or in flight): a chat's messages go
+    /// out in order, and blocked rows never crowd out the others.
     pub async fn due_outbound(&self, limit: u64) -> Result<Vec<message::Model>, StoreError> {
+        let now = now_millis();
+        let earlier = Alias::new("earlier");
+        let col = |c: message::Column| Expr::col((earlier.clone(), c));
+        let waiting_before = Query::select()
+            .expr(Expr::val(1))
+            .from_as(message::Entity, earlier.clone())
+            .and_where(
+                col(message::Column::Platform).equals((message::Entity, message::Column::Platform)),
+            )
+            .and_where(
+                col(message::Column::ChatId).equals((message::Entity, message::Column::ChatId)),
+            )
+            .and_where(col(message::Column::Status).eq(status::PENDING))
+            .and_where(
+                col(message::Column::Id).lt(Expr::col((message::Entity, message::Column::Id))),
+            )
+            .and_where(col(message::Column::NextAttemptAt).gt(now))
+            .to_owned();
         Ok(message::Entity::find()
             .filter(message::Column::Status.eq(status::PENDING))
-            .filter(message::Column::NextAttemptAt.lte(now_millis()))
+            .filter(message::Column::NextAttemptAt.lte(now))
+            .filter(Expr::exists(waiting_before).not())
             .order_by_asc(message::Column::Id)
             .limit(limit)
             .all(&self.db)
             .await?)
-    }
-
-    /// Whether a chat has an outbound row older than `id` still waiting (retrying, in
-    /// flight or held): a chat's messages go out in order, so the newer ones wait.
-    pub async fn earlier_outbound_waiting(
-        &self,
-        platform: &str,
-        chat_id: &str,
-        id: i64,
-    ) -> Result<bool, StoreError> {
-        let n = message::Entity::find()
-            .filter(message::Column::Platform.eq(platform))
-            .filter(message::Column::ChatId.eq(chat_id))
-            .filter(message::Column::Direction.eq("out"))
-            .filter(message::Column::Status.eq(status::PENDING))
-            .filter(message::Column::Id.lt(id))
-            .limit(1)
-            .count(&self.db)
-            .await?;
-        Ok(n > 0)
     }
 
     /// Claims a pending row for one delivery attempt, leasing it for `lease_ms`. `false`
@@ -165,13 +166,14 @@ impl Store {
         Ok(())
     }
 
-    /// Outbound messages to a chat still waiting for their recipient, oldest first.
+    /// Outbound messages to a chat still waiting for their recipient (held, or on their
+    /// way), oldest first.
     pub async fn held_for(&self, chat: &ChatAddress) -> Result<Vec<message::Model>, StoreError> {
         Ok(message::Entity::find()
             .filter(message::Column::Platform.eq(chat.platform.as_str()))
             .filter(message::Column::ChatId.eq(&chat.chat_id))
             .filter(message::Column::Direction.eq("out"))
-            .filter(message::Column::Status.eq(status::HELD))
+            .filter(message::Column::Status.is_in([status::HELD, status::PENDING]))
             .order_by_asc(message::Column::Id)
             .all(&self.db)
             .await?)

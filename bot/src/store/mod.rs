@@ -128,6 +128,35 @@ impl Store {
     }
 }
 
+impl Store {
+    /// Undoes [`Store::first_sighting`] when handling failed, so a redelivery is handled.
+    pub async fn forget_sighting(
+        &self,
+        platform: Platform,
+        external_id: &str,
+    ) -> Result<(), StoreError> {
+        use entities::seen_update;
+        use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
+        seen_update::Entity::delete_many()
+            .filter(seen_update::Column::Platform.eq(platform.as_str()))
+            .filter(seen_update::Column::ExternalId.eq(external_id))
+            .exec(&self.db)
+            .await?;
+        Ok(())
+    }
+
+    /// Forgets event ids seen before `before_ms` (redeliveries come within minutes).
+    pub async fn prune_sightings(&self, before_ms: i64) -> Result<u64, StoreError> {
+        use entities::seen_update;
+        use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
+        let res = seen_update::Entity::delete_many()
+            .filter(seen_update::Column::SeenAt.lt(before_ms))
+            .exec(&self.db)
+            .await?;
+        Ok(res.rows_affected)
+    }
+}
+
 fn clear_if_full<K, V>(map: &mut HashMap<K, V>) {
     if map.len() >= CACHE_LIMIT {
         map.clear();

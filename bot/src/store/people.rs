@@ -151,9 +151,11 @@ impl Store {
         let base = Handle::suggest(display_name);
         let mut n = 1u32;
         loop {
+            // carol, carol2, carol3, then random suffixes: a popular name costs a few
+            // tries, not dozens.
             let handle = match n {
                 1 => base.clone(),
-                n if n < 50 => base.with_suffix(n),
+                n if n <= 3 => base.with_suffix(n),
                 _ => base.with_suffix(rand::random::<u32>() % 1_000_000),
             };
             let row = user::ActiveModel {
@@ -164,7 +166,7 @@ impl Store {
             };
             match row.insert(&self.db).await {
                 Ok(u) => return Ok(u),
-                Err(e) if is_unique_violation(&e) && n < 100 => n += 1,
+                Err(e) if is_unique_violation(&e) && n < 20 => n += 1,
                 Err(e) => return Err(e.into()),
             }
         }

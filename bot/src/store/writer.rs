@@ -3,7 +3,7 @@
 //! caller's rows are durable when its `write` returns; under load many messages share
 //! one commit, which is what lets the audit log stay on at thousands of messages a second.
 
-use sea_orm::{DatabaseConnection, EntityTrait};
+use sea_orm::{DatabaseConnection, DbErr, EntityTrait, TransactionTrait};
 use tokio::sync::{mpsc, oneshot};
 
 use super::StoreError;
@@ -66,20 +66,34 @@ async fn run(db: DatabaseConnection, mut rx: mpsc::UnboundedReceiver<Batch>) {
                 Err(_) => break,
             }
         }
-        let all: Vec<message::ActiveModel> = waiting
-            .iter()
-            .flat_map(|b| b.rows.iter().cloned())
-            .collect();
-        let result = message::Entity::insert_many(all)
-            .exec_without_returning(&db)
-            .await
-            .map(|_| ())
-            .map_err(|e| {
-                tracing::error!(error = %e, rows, "writing audit/outbox rows failed");
+        let all: Vec<&message::ActiveModel> = waiting.iter().flat_map(|b| &b.rows).collect();
+        if insert(&db, &all).await.is_ok() {
+            for b in waiting.drain(..) {
+                let _ = b.done.send(Ok(()));
+            }
+            continue;
+        }
+        // Something in the shared commit failed: give each caller its own, so one bad
+        // row fails only its own caller.
+        for b in waiting.drain(..) {
+            let rows: Vec<&message::ActiveModel> = b.rows.iter().collect();
+            let result = insert(&db, &rows).await.map_err(|e| {
+                tracing::error!(error = %e, rows = rows.len(), "writing audit/outbox rows failed");
                 e.to_string()
             });
-        for b in waiting.drain(..) {
-            let _ = b.done.send(result.clone());
+            let _ = b.done.send(result);
         }
     }
+}
+
+/// Inserts rows in one transaction, in chunks that stay under the backends' limits on
+/// bound parameters.
+async fn insert(db: &DatabaseConnection, rows: &[&message::ActiveModel]) -> Result<(), DbErr> {
+    let txn = db.begin().await?;
+    for chunk in rows.chunks(MAX_ROWS) {
+        message::Entity::insert_many(chunk.iter().map(|r| (*r).clone()))
+            .exec_without_returning(&txn)
+            .await?;
+    }
+    txn.commit().await
 }

@@ -5,7 +5,7 @@ use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::{Query, State as AxState};
+use axum::extract::State as AxState;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{Html, IntoResponse, Redirect, Response};
@@ -21,7 +21,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 
 use super::hub::{Hub, WebEvent};
-use crate::http::{ApiError, ApiJson};
+use crate::http::{ApiError, ApiJson, ApiQuery};
 
 /// The longest display name and message text the console accepts.
 const MAX_NAME: usize = 64;
@@ -153,6 +153,14 @@ async fn send_message(
             "The text must have 1 to {MAX_TEXT} characters."
         )));
     }
+    if raw
+        .chars()
+        .any(|c| c.is_control() && !matches!(c, '\n' | '\r' | '\t'))
+    {
+        return Err(ApiError::bad_request(
+            "The text may not contain control characters.",
+        ));
+    }
     let content = if pressed {
         Content::Button { data: raw }
     } else {
@@ -171,7 +179,19 @@ async fn send_message(
         content,
         bot_username: None,
     };
-    let replies = match state.router.handle(incoming, ReplyMode::Inline).await? {
+    // Its own task: a client that hangs up must not cut a message off half handled.
+    let router = state.router.clone();
+    let handled = tokio::spawn(async move { router.handle(incoming, ReplyMode::Inline).await })
+        .await
+        .map_err(|e| {
+            tracing::error!(error = %e, "console message handling panicked");
+            ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                "Something went wrong on our side.",
+            )
+        })?;
+    let replies = match handled? {
         Handled::Replied(recorded) => recorded,
         Handled::Duplicate => Vec::new(),
     };
@@ -188,18 +208,21 @@ async fn send_message(
 #[derive(Deserialize)]
 struct EventsQuery {
     session: Option<String>,
+    /// For a fresh page: the last event it saw (reconnects send `Last-Event-ID`).
+    last_event_id: Option<i64>,
 }
 
 async fn events(
     AxState(state): AxState<State>,
     headers: HeaderMap,
-    Query(q): Query<EventsQuery>,
+    ApiQuery(q): ApiQuery<EventsQuery>,
 ) -> Result<Response, ApiError> {
     let who = session(&state, &headers, q.session.as_deref()).await?;
     let last_event_id = headers
         .get("last-event-id")
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse::<i64>().ok());
+        .and_then(|v| v.trim().parse::<i64>().ok())
+        .or(q.last_event_id);
     let (tx, rx) = mpsc::channel::<Event>(64);
     // Subscribe before reading the backlog, so nothing falls between the two.
     let live = state.hub.subscribe(&who.web_id);
@@ -222,6 +245,9 @@ async fn stream_events(
     let chat = ChatAddress::new(Platform::Web, &who.web_id);
     let store = state.router.core().store.clone();
     let mut last = last_event_id.unwrap_or(0);
+    // Messages are published out of id order (a reply can overtake an older
+    // notification), so duplicates are recognised by id, not by a high-water mark.
+    let mut sent = SentIds::default();
     let backlog = match last_event_id {
         Some(after) => store.outbound_after(&chat, after, MAX_REPLAY).await,
         None => store.held_for(&chat).await,
@@ -237,6 +263,7 @@ async fn stream_events(
                 if tx.send(sse_event(&event_of(row))).await.is_err() {
                     return;
                 }
+                sent.insert(row.id);
                 last = last.max(row.id);
             }
             if let Err(e) = store.mark_delivered(&held).await {
@@ -252,23 +279,26 @@ async fn stream_events(
             msg = live.recv() => match msg {
                 Ok(ev) => {
                     let id = ev.numeric_id();
-                    if id <= last {
+                    if !sent.insert(id) {
                         continue;
                     }
                     if tx.send(sse_event(&ev)).await.is_err() {
                         break;
                     }
-                    last = id;
+                    last = last.max(id);
                 }
                 Err(broadcast::error::RecvError::Lagged(_)) => {
                     // Too slow for the live channel: catch up from the database.
                     match store.outbound_after(&chat, last, MAX_REPLAY).await {
                         Ok(rows) => {
                             for row in rows {
+                                if !sent.insert(row.id) {
+                                    continue;
+                                }
                                 if tx.send(sse_event(&event_of(&row))).await.is_err() {
                                     return;
                                 }
-                                last = row.id;
+                                last = last.max(row.id);
                             }
                         }
                         Err(e) => {
@@ -283,6 +313,29 @@ async fn stream_events(
     }
     drop(live);
     state.hub.release(&who.web_id);
+}
+
+/// The ids a stream has sent recently (the newest 4,096).
+#[derive(Default)]
+struct SentIds {
+    set: std::collections::HashSet<i64>,
+    order: std::collections::VecDeque<i64>,
+}
+
+impl SentIds {
+    /// `false` when the id was sent already.
+    fn insert(&mut self, id: i64) -> bool {
+        if !self.set.insert(id) {
+            return false;
+        }
+        self.order.push_back(id);
+        if self.order.len() > 4096
+            && let Some(old) = self.order.pop_front()
+        {
+            self.set.remove(&old);
+        }
+        true
+    }
 }
 
 fn event_of(row: &message::Model) -> WebEvent {

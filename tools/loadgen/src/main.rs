@@ -94,7 +94,15 @@ async fn console(args: ConsoleArgs) -> anyhow::Result<()> {
     let body = serde_json::json!({ "text": args.text }).to_string();
 
     // Warm-up, then the measured run.
-    run(&client, &base, &tokens, &body, &args, Duration::from_secs(1)).await;
+    run(
+        &client,
+        &base,
+        &tokens,
+        &body,
+        &args,
+        Duration::from_secs(1),
+    )
+    .await;
     let report = run(&client, &base, &tokens, &body, &args, args.duration).await;
 
     let rate = report.ok as f64 / report.elapsed.as_secs_f64();
