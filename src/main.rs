@@ -10,6 +10,11 @@ use segue::config::Config;
 use segue::startup::{Application, open_database, shutdown_signal};
 use segue_migrations::{Migrator, MigratorTrait};
 
+/// mimalloc: the server allocates many small short-lived buffers per message, and glibc's
+/// allocator spent a fifth of the CPU on them under load (see docs/PERFORMANCE.md).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(
     name = "segue",

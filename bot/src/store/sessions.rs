@@ -44,16 +44,17 @@ impl Store {
 
     /// The session behind a token, or `None` for an unknown token.
     pub async fn session(&self, token: &str) -> Result<Option<WebSession>, StoreError> {
-        let key = hash(token);
+        // The memory cache is keyed by the token itself (it never leaves the process),
+        // sparing a hash per request; the database only ever sees the hash.
         if let Some(s) = self
             .sessions
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .get(&key)
+            .get(token)
         {
             return Ok(Some(s.clone()));
         }
-        let Some(row) = session::Entity::find_by_id(key.clone())
+        let Some(row) = session::Entity::find_by_id(hash(token))
             .one(&self.db)
             .await?
         else {
@@ -73,7 +74,36 @@ impl Store {
         };
         let mut sessions = self.sessions.lock().unwrap_or_else(|e| e.into_inner());
         clear_if_full(&mut sessions);
-        sessions.insert(key, found.clone());
+        sessions.insert(token.to_owned(), found.clone());
         Ok(Some(found))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn sessions_are_served_from_memory_after_the_first_lookup() {
+        let db = crate::store::connect(&crate::store::DbOptions {
+            url: "sqlite::memory:".to_owned(),
+            max_connections: 1,
+        })
+        .await
+        .unwrap();
+        let store = Store::new(db);
+        // No schema at all: a database lookup fails, so an answer proves the cache.
+        assert!(store.session("tok").await.is_err());
+        store.sessions.lock().unwrap().insert(
+            "tok".to_owned(),
+            WebSession {
+                identity_id: 1,
+                user_id: 1,
+                web_id: "w".to_owned(),
+                display_name: "n".to_owned(),
+            },
+        );
+        assert_eq!(store.session("tok").await.unwrap().unwrap().web_id, "w");
+        assert_eq!(hash("tok").len(), 64);
     }
 }

@@ -3,8 +3,10 @@
 //! caller's rows are durable when its `write` returns; under load many messages share
 //! one commit, which is what lets the audit log stay on at thousands of messages a second.
 
-use sea_orm::{DatabaseConnection, DbErr, EntityTrait, TransactionTrait};
-use tokio::sync::{mpsc, oneshot};
+use std::sync::Arc;
+
+use sea_orm::{DatabaseConnection, DbBackend, DbErr, EntityTrait, TransactionTrait};
+use tokio::sync::{Semaphore, mpsc, oneshot};
 
 use super::StoreError;
 use super::entities::message;
@@ -53,10 +55,20 @@ impl Writer {
 }
 
 async fn run(db: DatabaseConnection, mut rx: mpsc::UnboundedReceiver<Batch>) {
-    let mut waiting: Vec<Batch> = Vec::new();
+    // PostgreSQL flushes the WAL for several committing transactions at once, so a few
+    // commits in flight multiply throughput on a slow disk; SQLite has one write lock.
+    let in_flight = match db.get_database_backend() {
+        DbBackend::Postgres => 4,
+        _ => 1,
+    };
+    let permits = Arc::new(Semaphore::new(in_flight));
     while let Some(first) = rx.recv().await {
-        let mut rows = first.rows.len();
-        waiting.push(first);
+        // Wait for a free commit slot first: batches keep growing meanwhile.
+        let Ok(permit) = permits.clone().acquire_owned().await else {
+            break;
+        };
+        let mut waiting = vec![first];
+        let mut rows = waiting[0].rows.len();
         while rows < MAX_ROWS {
             match rx.try_recv() {
                 Ok(b) => {
@@ -66,29 +78,45 @@ async fn run(db: DatabaseConnection, mut rx: mpsc::UnboundedReceiver<Batch>) {
                 Err(_) => break,
             }
         }
-        let all: Vec<&message::ActiveModel> = waiting.iter().flat_map(|b| &b.rows).collect();
-        if insert(&db, &all).await.is_ok() {
-            for b in waiting.drain(..) {
-                let _ = b.done.send(Ok(()));
-            }
-            continue;
+        let db = db.clone();
+        tokio::spawn(async move {
+            commit(&db, waiting).await;
+            drop(permit);
+        });
+    }
+}
+
+/// Writes the batches of several callers together and acknowledges each.
+async fn commit(db: &DatabaseConnection, waiting: Vec<Batch>) {
+    let all: Vec<&message::ActiveModel> = waiting.iter().flat_map(|b| &b.rows).collect();
+    if insert(db, &all).await.is_ok() {
+        for b in waiting {
+            let _ = b.done.send(Ok(()));
         }
-        // Something in the shared commit failed: give each caller its own, so one bad
-        // row fails only its own caller.
-        for b in waiting.drain(..) {
-            let rows: Vec<&message::ActiveModel> = b.rows.iter().collect();
-            let result = insert(&db, &rows).await.map_err(|e| {
-                tracing::error!(error = %e, rows = rows.len(), "writing audit/outbox rows failed");
-                e.to_string()
-            });
-            let _ = b.done.send(result);
-        }
+        return;
+    }
+    // Something in the shared commit failed: give each caller its own, so one bad row
+    // fails only its own caller.
+    for b in waiting {
+        let rows: Vec<&message::ActiveModel> = b.rows.iter().collect();
+        let result = insert(db, &rows).await.map_err(|e| {
+            tracing::error!(error = %e, rows = rows.len(), "writing audit/outbox rows failed");
+            e.to_string()
+        });
+        let _ = b.done.send(result);
     }
 }
 
 /// Inserts rows in one transaction, in chunks that stay under the backends' limits on
 /// bound parameters.
 async fn insert(db: &DatabaseConnection, rows: &[&message::ActiveModel]) -> Result<(), DbErr> {
+    if rows.len() <= MAX_ROWS {
+        // One statement is atomic by itself: spare the BEGIN/COMMIT round trips.
+        message::Entity::insert_many(rows.iter().map(|r| (*r).clone()))
+            .exec_without_returning(db)
+            .await?;
+        return Ok(());
+    }
     let txn = db.begin().await?;
     for chunk in rows.chunks(MAX_ROWS) {
         message::Entity::insert_many(chunk.iter().map(|r| (*r).clone()))
