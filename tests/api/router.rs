@@ -51,6 +51,23 @@ fn replies(h: Handled) -> Vec<String> {
     }
 }
 
+/// Hands a message to the router as an outbox-mode platform does; the reply texts.
+async fn send(app: &crate::helpers::TestApp, msg: Incoming) -> Vec<String> {
+    replies(app.router.handle(msg, ReplyMode::Outbox).await.unwrap())
+}
+
+/// The audit log of a Telegram chat, oldest first.
+async fn tg_log(
+    app: &crate::helpers::TestApp,
+    chat: &str,
+) -> Vec<segue_bot::store::entities::message::Model> {
+    app.core
+        .store
+        .chat_log(&ChatAddress::new(Platform::Telegram, chat), 100)
+        .await
+        .unwrap()
+}
+
 async fn app_with_fake(
     backend: Backend,
     tweak: impl FnOnce(&mut segue::Config),
@@ -74,12 +91,7 @@ async fn redelivered_events_are_answered_once(backend: Backend) {
     assert_eq!(replies(first), vec!["pong"]);
     let again = app.router.handle(msg, ReplyMode::Outbox).await.unwrap();
     assert_eq!(again, Handled::Duplicate);
-    let log = app
-        .core
-        .store
-        .chat_log(&ChatAddress::new(Platform::Telegram, "5"), 10)
-        .await
-        .unwrap();
+    let log = tg_log(&app, "5").await;
     assert_eq!(log.len(), 2, "one inbound, one reply");
     app.stop().await;
 }
@@ -87,48 +99,14 @@ async fn redelivered_events_are_answered_once(backend: Backend) {
 async fn groups_answer_only_commands_for_us(backend: Backend) {
     let (app, _tg, _db) = app_with_fake(backend, |_| {}).await;
     let group = |t: &str| incoming("-100", ChatKind::Group, "6", text(t), None);
-    let r = &app.router;
-    assert!(
-        replies(
-            r.handle(group("hello all"), ReplyMode::Outbox)
-                .await
-                .unwrap()
-        )
-        .is_empty()
-    );
-    assert!(
-        replies(
-            r.handle(group("/ping@other_bot"), ReplyMode::Outbox)
-                .await
-                .unwrap()
-        )
-        .is_empty()
-    );
-    assert!(replies(r.handle(group("/dance"), ReplyMode::Outbox).await.unwrap()).is_empty());
-    assert_eq!(
-        replies(
-            r.handle(group("/ping@Segue_Bot"), ReplyMode::Outbox)
-                .await
-                .unwrap()
-        ),
-        vec!["pong"]
-    );
-    assert_eq!(
-        replies(r.handle(group("/ping"), ReplyMode::Outbox).await.unwrap()),
-        vec!["pong"]
-    );
-    let unknown = replies(
-        r.handle(group("/dance@segue_bot"), ReplyMode::Outbox)
-            .await
-            .unwrap(),
-    );
+    assert!(send(&app, group("hello all")).await.is_empty());
+    assert!(send(&app, group("/ping@other_bot")).await.is_empty());
+    assert!(send(&app, group("/dance")).await.is_empty());
+    assert_eq!(send(&app, group("/ping@Segue_Bot")).await, vec!["pong"]);
+    assert_eq!(send(&app, group("/ping")).await, vec!["pong"]);
+    let unknown = send(&app, group("/dance@segue_bot")).await;
     assert!(unknown[0].contains("/help"));
-    let log = app
-        .core
-        .store
-        .chat_log(&ChatAddress::new(Platform::Telegram, "-100"), 20)
-        .await
-        .unwrap();
+    let log = tg_log(&app, "-100").await;
     let ignored = log.iter().filter(|m| m.status == status::IGNORED).count();
     assert_eq!(ignored, 3);
     app.stop().await;
@@ -136,43 +114,23 @@ async fn groups_answer_only_commands_for_us(backend: Backend) {
 
 async fn buttons_run_their_command(backend: Backend) {
     let (app, tg, _db) = app_with_fake(backend, |_| {}).await;
-    let start = replies(
-        app.router
-            .handle(
-                incoming("8", ChatKind::Private, "8", text("/start"), None),
-                ReplyMode::Outbox,
-            )
-            .await
-            .unwrap(),
-    );
+    let start = send(
+        &app,
+        incoming("8", ChatKind::Private, "8", text("/start"), None),
+    )
+    .await;
     assert!(start[0].starts_with("Hi user 8!"));
     let press = Content::Button {
         data: "/help".into(),
     };
-    let help = replies(
-        app.router
-            .handle(
-                incoming("8", ChatKind::Private, "8", press, None),
-                ReplyMode::Outbox,
-            )
-            .await
-            .unwrap(),
-    );
+    let help = send(&app, incoming("8", ChatKind::Private, "8", press, None)).await;
     assert!(help[0].starts_with("Here is what I can do"));
     // Slash commands already parsed by a platform (Discord) take typed options.
     let slash = Content::Command {
         name: "help".into(),
         options: vec![("command".into(), "ping".into())],
     };
-    let one = replies(
-        app.router
-            .handle(
-                incoming("8", ChatKind::Private, "8", slash, None),
-                ReplyMode::Outbox,
-            )
-            .await
-            .unwrap(),
-    );
+    let one = send(&app, incoming("8", ChatKind::Private, "8", slash, None)).await;
     assert!(one[0].starts_with("/ping"));
     assert!(
         crate::helpers::eventually(std::time::Duration::from_secs(5), || async {
@@ -204,9 +162,7 @@ async fn users_over_the_rate_limit_are_told_to_slow_down(backend: Backend) {
     let mut answers = Vec::new();
     for _ in 0..6 {
         let msg = incoming("3", ChatKind::Private, "3", text("/ping"), None);
-        answers.extend(replies(
-            app.router.handle(msg, ReplyMode::Outbox).await.unwrap(),
-        ));
+        answers.extend(send(&app, msg).await);
     }
     assert_eq!(&answers[..3], ["pong", "pong", "pong"]);
     assert!(
@@ -218,47 +174,28 @@ async fn users_over_the_rate_limit_are_told_to_slow_down(backend: Backend) {
     );
     // Another user is not affected.
     let other = incoming("4", ChatKind::Private, "4", text("/ping"), None);
-    assert_eq!(
-        replies(app.router.handle(other, ReplyMode::Outbox).await.unwrap()),
-        vec!["pong"]
-    );
+    assert_eq!(send(&app, other).await, vec!["pong"]);
     app.stop().await;
 }
 
 async fn banned_users_get_no_answer(backend: Backend) {
     let (app, _tg, _db) = app_with_fake(backend, |_| {}).await;
     let msg = || incoming("11", ChatKind::Private, "11", text("/ping"), None);
-    assert_eq!(
-        replies(app.router.handle(msg(), ReplyMode::Outbox).await.unwrap()),
-        vec!["pong"]
-    );
-    let log = app
-        .core
-        .store
-        .chat_log(&ChatAddress::new(Platform::Telegram, "11"), 5)
-        .await
-        .unwrap();
+    assert_eq!(send(&app, msg()).await, vec!["pong"]);
+    let log = tg_log(&app, "11").await;
     app.core
         .store
         .set_banned(log[0].user_id.unwrap(), true)
         .await
         .unwrap();
-    assert!(replies(app.router.handle(msg(), ReplyMode::Outbox).await.unwrap()).is_empty());
-    let log = app
-        .core
-        .store
-        .chat_log(&ChatAddress::new(Platform::Telegram, "11"), 5)
-        .await
-        .unwrap();
+    assert!(send(&app, msg()).await.is_empty());
+    let log = tg_log(&app, "11").await;
     assert_eq!(log.last().unwrap().status, status::BANNED);
     app.core
         .store
         .set_banned(log[0].user_id.unwrap(), false)
         .await
         .unwrap();
-    assert_eq!(
-        replies(app.router.handle(msg(), ReplyMode::Outbox).await.unwrap()),
-        vec!["pong"]
-    );
+    assert_eq!(send(&app, msg()).await, vec!["pong"]);
     app.stop().await;
 }
