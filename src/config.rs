@@ -22,6 +22,7 @@ pub struct Config {
     pub admin: AdminConfig,
     pub limits: LimitsConfig,
     pub web: WebConfig,
+    pub telegram: TelegramConfig,
     pub log: LogConfig,
 }
 
@@ -137,6 +138,43 @@ impl Default for WebConfig {
     }
 }
 
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TelegramMode {
+    Polling,
+    Webhook,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TelegramConfig {
+    /// The bot token from @BotFather; Telegram is enabled when it is set.
+    pub token: Secret,
+    /// The Bot API server (tests and self-hosted Bot API servers change it).
+    pub api_url: Url,
+    /// `polling` (no public URL needed) or `webhook` (POST /webhooks/telegram).
+    pub mode: TelegramMode,
+    /// The webhook's secret token. Empty: derived from the secret key.
+    pub webhook_secret: Secret,
+    /// Outbound messages per second overall (0: no limit, for benchmarks).
+    pub max_per_second: f64,
+    /// Outbound messages per second to one chat.
+    pub max_per_chat_per_second: f64,
+}
+
+impl Default for TelegramConfig {
+    fn default() -> Self {
+        Self {
+            token: Secret::default(),
+            api_url: Url::parse("https://api.telegram.org").expect("valid default URL"),
+            mode: TelegramMode::Polling,
+            webhook_secret: Secret::default(),
+            max_per_second: 30.0,
+            max_per_chat_per_second: 1.0,
+        }
+    }
+}
+
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct LogConfig {
@@ -160,6 +198,8 @@ const VERBATIM_KEYS: &[&str] = &[
     "database.url",
     "security.secret_key",
     "security.admin_token",
+    "telegram.token",
+    "telegram.webhook_secret",
     "log.level",
 ];
 
@@ -244,6 +284,28 @@ impl Config {
         }
         if !(self.limits.user_per_second > 0.0 && self.limits.user_per_second.is_finite()) {
             problems.push("limits.user_per_second must be a positive number".to_owned());
+        }
+        let secret = self.telegram.webhook_secret.expose();
+        if !secret.is_empty()
+            && (secret.len() > 256
+                || !secret
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-'))
+        {
+            problems.push(
+                "telegram.webhook_secret must be 1-256 of A-Z a-z 0-9 _ - (Telegram's rule)"
+                    .to_owned(),
+            );
+        }
+        let token = self.telegram.token.expose();
+        if !token.is_empty() && !token.contains(':') {
+            problems.push(
+                "telegram.token does not look like a bot token (id:secret from @BotFather)"
+                    .to_owned(),
+            );
+        }
+        if self.telegram.max_per_second < 0.0 || self.telegram.max_per_chat_per_second < 0.0 {
+            problems.push("telegram rate limits can't be negative (0 lifts a limit)".to_owned());
         }
         if !matches!(self.log.format.as_str(), "text" | "json") {
             problems.push("log.format must be `text` or `json`".to_owned());

@@ -72,6 +72,16 @@ fn warn_if_readable_by_others(key_file: &Path) {
     }
 }
 
+/// A value derived from the secret key for one purpose (hex of SHA-256 over key and
+/// label): stable across restarts, useless for recovering the key.
+pub fn derive_hex(key: &[u8; 32], label: &str) -> String {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    h.update(key);
+    h.update(label.as_bytes());
+    h.finalize().iter().map(|b| format!("{b:02x}")).collect()
+}
+
 /// A fresh random admin token.
 pub fn generate_admin_token() -> String {
     let bytes: [u8; 24] = rand::random();

@@ -40,6 +40,8 @@ enum Command {
     },
     /// Validate the configuration and print it with secrets redacted; exit 1 on errors.
     CheckConfig,
+    /// Push the command table to the configured platforms (Telegram's command menu).
+    RegisterCommands,
     /// Print the command table every platform gets.
     Commands {
         #[arg(long, value_enum, default_value_t = Format::Text)]
@@ -96,6 +98,7 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async move {
         match command {
             Command::Migrate { action } => migrate(&config, action).await,
+            Command::RegisterCommands => register_commands(&config).await,
             _ => serve(config).await,
         }
     });
@@ -143,6 +146,32 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         stop.cancel();
     });
     app.run_until_stopped().await
+}
+
+async fn register_commands(config: &Config) -> anyhow::Result<()> {
+    let key = segue::keys::secret_key(
+        config.security.secret_key.expose(),
+        &config.security.key_file,
+    )?;
+    let table = segue_bot::handlers::table();
+    let mut out = std::io::stdout().lock();
+    let mut any = false;
+    if let Some(telegram) = segue::startup::telegram(config, &key)? {
+        telegram
+            .register_commands(&table)
+            .await
+            .map_err(|e| anyhow::anyhow!("Telegram setMyCommands failed: {e}"))?;
+        writeln!(
+            out,
+            "telegram: {} commands set (setMyCommands)",
+            table.iter().count()
+        )?;
+        any = true;
+    }
+    if !any {
+        anyhow::bail!("no platform with a command menu is configured (set telegram.token)");
+    }
+    Ok(())
 }
 
 async fn migrate(config: &Config, action: MigrateAction) -> anyhow::Result<()> {

@@ -13,20 +13,55 @@ use segue_bot::store::{self, DbOptions};
 use segue_bot::{Core, CoreSettings, Deliver, Metrics, Outbox, Platform, Router, Secret, Store};
 use segue_jobs::WorkerSettings;
 use segue_migrations::{Migrator, MigratorTrait};
+use segue_platforms::telegram::{Mode, Telegram, TelegramSettings};
 use segue_platforms::web::WebConsole;
 use segue_platforms::{Adapter, AdapterContext};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::Config;
+use crate::config::{Config, TelegramMode};
 
 /// The enabled platforms. Adding a platform: its folder in `platforms/`, one line here.
-fn adapters(config: &Config) -> Vec<Box<dyn Adapter>> {
+fn adapters(config: &Config, secret_key: &[u8; 32]) -> anyhow::Result<Vec<Box<dyn Adapter>>> {
     let mut adapters: Vec<Box<dyn Adapter>> = Vec::new();
     if config.web.console {
         adapters.push(Box::new(WebConsole::new()));
     }
-    adapters
+    if let Some(telegram) = telegram(config, secret_key)? {
+        adapters.push(Box::new(telegram));
+    }
+    Ok(adapters)
+}
+
+/// The Telegram adapter, when `telegram.token` is set.
+pub fn telegram(config: &Config, secret_key: &[u8; 32]) -> anyhow::Result<Option<Telegram>> {
+    let t = &config.telegram;
+    if t.token.is_empty() {
+        return Ok(None);
+    }
+    let webhook_secret = if t.webhook_secret.is_empty() {
+        // Stable across restarts and processes, and nothing more to configure.
+        Secret::new(crate::keys::derive_hex(
+            secret_key,
+            "telegram-webhook-secret",
+        ))
+    } else {
+        t.webhook_secret.clone()
+    };
+    let public = config.server.public_url.as_str().trim_end_matches('/');
+    let settings = TelegramSettings {
+        token: t.token.clone(),
+        api_url: t.api_url.as_str().trim_end_matches('/').to_owned(),
+        mode: match t.mode {
+            TelegramMode::Polling => Mode::Polling,
+            TelegramMode::Webhook => Mode::Webhook,
+        },
+        webhook_secret,
+        webhook_url: format!("{public}/webhooks/telegram"),
+        max_per_second: t.max_per_second,
+        max_per_chat_per_second: t.max_per_chat_per_second,
+    };
+    Ok(Some(Telegram::new(settings)?))
 }
 
 /// What the configuration file doesn't set: extra delivery implementations (fake
@@ -84,7 +119,7 @@ impl Application {
     /// Builds Segue with [`Extras`] (tests use them for fake platforms and short retries).
     pub async fn build_with(config: Config, extras: Extras) -> anyhow::Result<Self> {
         let db = open_database(&config).await?;
-        crate::keys::secret_key(
+        let secret_key = crate::keys::secret_key(
             config.security.secret_key.expose(),
             &config.security.key_file,
         )?;
@@ -94,7 +129,7 @@ impl Application {
             (config.security.admin_token.clone(), false)
         };
 
-        let adapters = adapters(&config);
+        let adapters = adapters(&config, &secret_key)?;
         let mut deliverers: Vec<Arc<dyn Deliver>> =
             adapters.iter().map(|a| a.deliverer()).collect();
         deliverers.extend(extras.deliverers);

@@ -2,6 +2,7 @@
 //! tree). Each test runs on SQLite and, when `SEGUE_TEST_DATABASE_URL` is set, on a fresh
 //! PostgreSQL database too (see `helpers::backend_tests!`).
 
+mod fake_telegram;
 mod helpers;
 
 mod admin;
@@ -10,3 +11,4 @@ mod console;
 mod health;
 mod outbox;
 mod router;
+mod telegram;

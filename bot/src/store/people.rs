@@ -262,6 +262,44 @@ impl Store {
         Ok(())
     }
 
+    /// A chat's id changed (a Telegram group became a supergroup): the chat keeps its
+    /// history and the messages still on their way follow it.
+    pub async fn migrate_chat(
+        &self,
+        platform: crate::message::Platform,
+        old: &str,
+        new: &str,
+    ) -> Result<(), StoreError> {
+        use super::entities::message;
+        let p = platform.as_str();
+        let moved = chat::Entity::update_many()
+            .col_expr(chat::Column::ChatId, Expr::value(new))
+            .filter(chat::Column::Platform.eq(p))
+            .filter(chat::Column::ChatId.eq(old))
+            .exec(&self.db)
+            .await;
+        match moved {
+            Ok(_) => {}
+            // The new id was seen already: keep that row.
+            Err(e) if is_unique_violation(&e) => {}
+            Err(e) => return Err(e.into()),
+        }
+        message::Entity::update_many()
+            .col_expr(message::Column::ChatId, Expr::value(new))
+            .filter(message::Column::Platform.eq(p))
+            .filter(message::Column::ChatId.eq(old))
+            .filter(
+                message::Column::Status.is_in([message::status::PENDING, message::status::HELD]),
+            )
+            .exec(&self.db)
+            .await?;
+        self.chats
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&(platform, old.to_owned()));
+        Ok(())
+    }
+
     /// The most recent users, for the admin pages.
     pub async fn recent_users(&self, limit: u64) -> Result<Vec<user::Model>, StoreError> {
         use sea_orm::QuerySelect;

@@ -1,0 +1,105 @@
+//! Sending to Telegram: `OutboundMessage` to sendMessage (plain text, no parse mode, so
+//! nothing needs escaping; buttons as an inline keyboard), and Telegram's errors to
+//! transient (429 with retry_after, network) or permanent (blocked, kicked, no such chat).
+
+use async_trait::async_trait;
+use segue_bot::{ButtonAction, DeliverError, DeliveryPolicy, OutboundMessage, Platform};
+use teloxide::payloads::SendMessageSetters;
+use teloxide::prelude::Requester;
+use teloxide::types::{ChatId, InlineKeyboardButton, InlineKeyboardMarkup};
+use teloxide::{ApiError, Bot, RequestError};
+
+/// Telegram's `Deliver`.
+#[derive(Debug)]
+pub struct TelegramDeliver {
+    bot: Bot,
+    policy: DeliveryPolicy,
+}
+
+impl TelegramDeliver {
+    pub fn new(bot: Bot, max_per_second: f64, max_per_chat_per_second: f64) -> Self {
+        let limit = |r: f64| (r > 0.0).then_some(r);
+        Self {
+            bot,
+            policy: DeliveryPolicy {
+                max_per_second: limit(max_per_second),
+                max_per_chat_per_second: limit(max_per_chat_per_second),
+                // Telegram tolerates short bursts to one chat.
+                chat_burst: 3,
+            },
+        }
+    }
+}
+
+fn keyboard(message: &OutboundMessage) -> Result<Option<InlineKeyboardMarkup>, DeliverError> {
+    if message.buttons.is_empty() {
+        return Ok(None);
+    }
+    let mut rows = Vec::with_capacity(message.buttons.len());
+    for b in &message.buttons {
+        let button = match &b.action {
+            ButtonAction::Url(u) => {
+                let url = u.parse().map_err(|e| DeliverError::Permanent {
+                    reason: format!("button link {u:?} is not a URL: {e}"),
+                })?;
+                InlineKeyboardButton::url(b.label.clone(), url)
+            }
+            ButtonAction::Data(d) => InlineKeyboardButton::callback(b.label.clone(), d.clone()),
+        };
+        rows.push(vec![button]);
+    }
+    Ok(Some(InlineKeyboardMarkup::new(rows)))
+}
+
+/// Whether retrying can help.
+pub fn classify(e: &RequestError) -> DeliverError {
+    let reason = e.to_string();
+    match e {
+        RequestError::RetryAfter(s) => DeliverError::Transient {
+            reason,
+            retry_after: Some(s.duration()),
+        },
+        RequestError::Network(_) | RequestError::InvalidJson { .. } | RequestError::Io(_) => {
+            DeliverError::Transient {
+                reason,
+                retry_after: None,
+            }
+        }
+        RequestError::MigrateToChatId(_) => DeliverError::Transient {
+            reason,
+            retry_after: None,
+        },
+        RequestError::Api(ApiError::Unknown(_)) => DeliverError::Transient {
+            reason,
+            retry_after: None,
+        },
+        // Blocked, kicked, deactivated, chat not found, bad request: retrying won't help.
+        RequestError::Api(_) => DeliverError::Permanent { reason },
+    }
+}
+
+#[async_trait]
+impl segue_bot::Deliver for TelegramDeliver {
+    fn platform(&self) -> Platform {
+        Platform::Telegram
+    }
+
+    fn policy(&self) -> DeliveryPolicy {
+        self.policy
+    }
+
+    async fn deliver(&self, message: &OutboundMessage) -> Result<(), DeliverError> {
+        let chat: i64 = message
+            .to
+            .chat_id
+            .parse()
+            .map_err(|_| DeliverError::Permanent {
+                reason: format!("{:?} is not a Telegram chat id", message.to.chat_id),
+            })?;
+        let mut request = self.bot.send_message(ChatId(chat), &message.text);
+        if let Some(kb) = keyboard(message)? {
+            request = request.reply_markup(kb);
+        }
+        request.await.map(|_| ()).map_err(|e| classify(&e))
+    }
+}

@@ -1,0 +1,225 @@
+//! Telegram end to end, both modes, through the real app against the fake Bot API:
+//! commands, buttons, groups and `@botname`, the shared fixtures, redeliveries, secrets.
+
+use segue::config::TelegramMode;
+use segue_bot::Secret;
+use serde_json::{Value, json};
+
+use crate::fake_telegram::FakeTelegram;
+use crate::helpers::{Backend, TestDb, backend_tests, spawn_app_with, test_config};
+
+backend_tests!(polling_end_to_end, webhook_end_to_end);
+
+const SECRET: &str = "s3cr_et-1";
+
+fn config(db: &TestDb, fake: &FakeTelegram, mode: TelegramMode) -> segue::Config {
+    let mut c = test_config(db);
+    c.telegram.token = Secret::new(fake.token.clone());
+    c.telegram.api_url = fake.url.parse().unwrap();
+    c.telegram.mode = mode;
+    c.telegram.webhook_secret = Secret::new(SECRET);
+    c.server.public_url = "https://segue.example".parse().unwrap();
+    c
+}
+
+fn chat(id: i64) -> Value {
+    if id > 0 {
+        json!({ "id": id, "type": "private", "first_name": "Alice" })
+    } else {
+        json!({ "id": id, "type": "supergroup", "title": "Friends" })
+    }
+}
+
+fn user(id: i64) -> Value {
+    json!({ "id": id, "is_bot": false, "first_name": format!("U{id}"), "username": format!("u{id}") })
+}
+
+fn message(update_id: i64, chat_id: i64, from: i64, text: &str) -> Value {
+    json!({ "update_id": update_id, "message": {
+        "message_id": update_id, "date": 1_700_000_000, "chat": chat(chat_id), "from": user(from), "text": text
+    }})
+}
+
+fn press(update_id: i64, chat_id: i64, from: i64, data: &str) -> Value {
+    json!({ "update_id": update_id, "callback_query": {
+        "id": format!("q{update_id}"), "from": user(from), "chat_instance": "ci", "data": data,
+        "message": { "message_id": 1, "date": 1_700_000_000, "chat": chat(chat_id), "text": "menu" }
+    }})
+}
+
+fn fixture(name: &str) -> Value {
+    let path = format!(
+        "{}/../shared/fixtures/telegram/{name}",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap()
+}
+
+async fn polling_end_to_end(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let fake = FakeTelegram::start().await;
+    let app = spawn_app_with(config(&db, &fake, TelegramMode::Polling), Vec::new()).await;
+
+    fake.wait_for("the command menu", |f| !f.calls("setMyCommands").is_empty())
+        .await;
+    let commands = &fake.calls("setMyCommands")[0].params["commands"];
+    assert_eq!(
+        commands[1],
+        json!({ "command": "help", "description": "List the commands, or explain one" })
+    );
+    assert_eq!(fake.calls("getMe").len(), 1);
+
+    // Private chat: commands, a handle, a button press.
+    fake.push_update(message(1, 111, 111, "/help"));
+    fake.push_update(message(2, 111, 111, "/handle tg_alice"));
+    fake.push_update(press(3, 111, 111, "/ping"));
+    fake.wait_for("three replies", |f| f.sent_to(111).len() == 3)
+        .await;
+    let sent = fake.sent_to(111);
+    assert!(sent[0].starts_with("Here is what I can do"), "{sent:?}");
+    assert_eq!(sent[1], "Done: your handle is now @tg_alice.");
+    assert_eq!(sent[2], "pong");
+    fake.wait_for("the press answered", |f| {
+        !f.calls("answerCallbackQuery").is_empty()
+    })
+    .await;
+    assert_eq!(
+        fake.calls("answerCallbackQuery")[0].params["callback_query_id"],
+        "q3"
+    );
+
+    // A group: only commands for us.
+    for (i, text) in ["hello all", "/ping@other_bot", "/ping@segue_bot", "/me"]
+        .iter()
+        .enumerate()
+    {
+        fake.push_update(message(10 + i as i64, -100200, 222, text));
+    }
+    fake.wait_for("the group's replies", |f| f.sent_to(-100200).len() == 2)
+        .await;
+    let group = fake.sent_to(-100200);
+    assert_eq!(group[0], "pong");
+    assert!(group[1].starts_with("You are @u222."), "{group:?}");
+
+    // The shared fixtures (update ids 10000-10004).
+    for name in [
+        "command_private.json",
+        "command_group_addressed.json",
+        "callback_query.json",
+        "edited_message.json",
+        "plain_text.json",
+    ] {
+        fake.push_update(fixture(name));
+    }
+    fake.wait_for("answers to the fixtures", |f| {
+        f.sent_to(123456789).len() == 2
+    })
+    .await;
+    let alice = fake.sent_to(123456789);
+    assert_eq!(
+        alice[0],
+        "I don't know /share. Send /help to see what I can do."
+    );
+    assert_eq!(
+        alice[1],
+        "I answer commands. Send /help to see what I can do."
+    );
+    fake.wait_for("the fixture press answered", |f| {
+        f.calls("answerCallbackQuery")
+            .iter()
+            .any(|c| c.params["callback_query_id"] == "4382bfdwdsb323b2d9")
+    })
+    .await;
+    // The addressed group command is answered; the "vote:skip" press in a group is not a
+    // command, so it gets no message.
+    assert_eq!(
+        fake.sent_to(-1001234567890),
+        vec!["I don't know /skip. Send /help to see what I can do."]
+    );
+    assert!(
+        fake.rejected().is_empty(),
+        "requests outside the spec: {:?}",
+        fake.rejected()
+    );
+    assert!(fake.calls("setWebhook").is_empty());
+    app.stop().await;
+}
+
+async fn webhook_end_to_end(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let fake = FakeTelegram::start().await;
+    let app = spawn_app_with(config(&db, &fake, TelegramMode::Webhook), Vec::new()).await;
+    fake.wait_for("setWebhook", |f| !f.calls("setWebhook").is_empty())
+        .await;
+    let set = &fake.calls("setWebhook")[0].params;
+    assert_eq!(set["url"], "https://segue.example/webhooks/telegram");
+    assert_eq!(set["secret_token"], SECRET);
+    assert_eq!(
+        set["allowed_updates"],
+        json!(["message", "edited_message", "callback_query"])
+    );
+
+    let url = format!("{}/webhooks/telegram", app.address);
+    let post = |body: Value, secret: Option<&str>| {
+        let mut req = app.client.post(&url).json(&body);
+        if let Some(s) = secret {
+            req = req.header("X-Telegram-Bot-Api-Secret-Token", s);
+        }
+        req.send()
+    };
+    let res = post(fixture("command_private.json"), Some(SECRET))
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    // The same update again (Telegram retried it): answered once.
+    assert_eq!(
+        post(fixture("command_private.json"), Some(SECRET))
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    assert_eq!(
+        post(message(7, 123456789, 123456789, "/ping"), Some(SECRET))
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    fake.wait_for("two replies", |f| f.sent_to(123456789).len() >= 2)
+        .await;
+    assert_eq!(
+        fake.sent_to(123456789),
+        vec![
+            "I don't know /share. Send /help to see what I can do.",
+            "pong"
+        ]
+    );
+
+    for secret in [Some("wrong"), None] {
+        let res = post(message(8, 5, 5, "/ping"), secret).await.unwrap();
+        assert_eq!(res.status(), 401);
+        let body: Value = res.json().await.unwrap();
+        assert_eq!(body["error"]["code"], "unauthorized");
+    }
+    for bad in [
+        json!({"message": {}}),
+        json!({"update_id": 9, "message": {"bogus": true}}),
+    ] {
+        let res = post(bad, Some(SECRET)).await.unwrap();
+        assert_eq!(res.status(), 400);
+        let body: Value = res.json().await.unwrap();
+        assert_eq!(body["error"]["code"], "bad_update");
+    }
+    assert!(fake.sent_to(5).is_empty());
+    assert!(
+        fake.calls("getUpdates").is_empty(),
+        "no polling in webhook mode"
+    );
+    assert!(
+        fake.rejected().is_empty(),
+        "requests outside the spec: {:?}",
+        fake.rejected()
+    );
+    app.stop().await;
+}
