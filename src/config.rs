@@ -160,6 +160,8 @@ pub struct TelegramConfig {
     pub max_per_second: f64,
     /// Outbound messages per second to one chat.
     pub max_per_chat_per_second: f64,
+    /// Outbound messages per minute to one group.
+    pub max_per_group_per_minute: f64,
 }
 
 impl Default for TelegramConfig {
@@ -171,6 +173,7 @@ impl Default for TelegramConfig {
             webhook_secret: Secret::default(),
             max_per_second: 30.0,
             max_per_chat_per_second: 1.0,
+            max_per_group_per_minute: 20.0,
         }
     }
 }
@@ -304,7 +307,10 @@ impl Config {
                     .to_owned(),
             );
         }
-        if self.telegram.max_per_second < 0.0 || self.telegram.max_per_chat_per_second < 0.0 {
+        if self.telegram.max_per_second < 0.0
+            || self.telegram.max_per_chat_per_second < 0.0
+            || self.telegram.max_per_group_per_minute < 0.0
+        {
             problems.push("telegram rate limits can't be negative (0 lifts a limit)".to_owned());
         }
         if !matches!(self.log.format.as_str(), "text" | "json") {

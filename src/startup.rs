@@ -13,7 +13,7 @@ use segue_bot::store::{self, DbOptions};
 use segue_bot::{Core, CoreSettings, Deliver, Metrics, Outbox, Platform, Router, Secret, Store};
 use segue_jobs::WorkerSettings;
 use segue_migrations::{Migrator, MigratorTrait};
-use segue_platforms::telegram::{Mode, Telegram, TelegramSettings};
+use segue_platforms::telegram::{Limits, Mode, Telegram, TelegramSettings};
 use segue_platforms::web::WebConsole;
 use segue_platforms::{Adapter, AdapterContext};
 use tokio::net::TcpListener;
@@ -58,8 +58,11 @@ pub fn telegram(config: &Config, secret_key: &[u8; 32]) -> anyhow::Result<Option
         },
         webhook_secret,
         webhook_url: format!("{public}/webhooks/telegram"),
-        max_per_second: t.max_per_second,
-        max_per_chat_per_second: t.max_per_chat_per_second,
+        limits: Limits {
+            max_per_second: t.max_per_second,
+            max_per_chat_per_second: t.max_per_chat_per_second,
+            max_per_group_per_minute: t.max_per_group_per_minute,
+        },
     };
     Ok(Some(Telegram::new(settings)?))
 }

@@ -81,6 +81,9 @@ pub struct DeliveryPolicy {
     pub max_per_chat_per_second: Option<f64>,
     /// How many a chat may get at once before its per-second limit applies.
     pub chat_burst: u32,
+    /// Messages per minute to one group chat (see [`Deliver::is_group`]); `None` for no
+    /// limit.
+    pub max_per_group_per_minute: Option<f64>,
 }
 
 /// Sends neutral messages to one platform. One implementation per platform folder.
@@ -93,6 +96,11 @@ pub trait Deliver: Send + Sync + 'static {
     }
 
     async fn deliver(&self, message: &OutboundMessage) -> Result<(), DeliverError>;
+
+    /// Whether a chat id names a group (for the group limit); no groups by default.
+    fn is_group(&self, _chat_id: &str) -> bool {
+        false
+    }
 }
 
 /// Retry and lease timing.
@@ -122,6 +130,7 @@ impl Default for OutboxSettings {
 struct Limits {
     overall: Option<DefaultDirectRateLimiter>,
     per_chat: Option<DefaultKeyedRateLimiter<String>>,
+    per_group: Option<DefaultKeyedRateLimiter<String>>,
 }
 
 fn quota(per_second: f64, burst: u32) -> Option<Quota> {
@@ -202,6 +211,10 @@ impl Outbox {
                     per_chat: p
                         .max_per_chat_per_second
                         .and_then(|r| quota(r, p.chat_burst))
+                        .map(RateLimiter::keyed),
+                    per_group: p
+                        .max_per_group_per_minute
+                        .and_then(|r| quota(r / 60.0, p.chat_burst))
                         .map(RateLimiter::keyed),
                 };
                 (d.platform(), (d, limits))
@@ -337,8 +350,14 @@ impl Outbox {
     }
 
     /// Checks the platform's limits without waiting; the wait when over them.
-    fn over_limit(limits: &Limits, chat_id: &str) -> Option<Duration> {
+    fn over_limit(limits: &Limits, chat_id: &str, group: bool) -> Option<Duration> {
         let clock = governor::clock::DefaultClock::default();
+        if group
+            && let Some(l) = &limits.per_group
+            && let Err(not_until) = l.check_key(&chat_id.to_owned())
+        {
+            return Some(not_until.wait_time_from(clock.now()));
+        }
         if let Some(l) = &limits.per_chat
             && let Err(not_until) = l.check_key(&chat_id.to_owned())
         {
@@ -379,7 +398,8 @@ impl Outbox {
         };
         // Claim only once the limits allow sending, so a lease never runs out while
         // waiting for a rate limiter.
-        if let Some(wait) = Self::over_limit(limits, &msg.to.chat_id) {
+        let group = deliverer.is_group(&msg.to.chat_id);
+        if let Some(wait) = Self::over_limit(limits, &msg.to.chat_id, group) {
             return Ok(Attempt::RateLimited(wait));
         }
         let lease = self.settings.lease.as_millis() as i64;

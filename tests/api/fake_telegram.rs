@@ -20,6 +20,83 @@ pub struct Call {
     pub params: Value,
 }
 
+/// A token bucket: `cap` at once, refilled at `rate` per second.
+struct Bucket {
+    tokens: f64,
+    cap: f64,
+    rate: f64,
+    last: tokio::time::Instant,
+}
+
+impl Bucket {
+    fn new(cap: f64, rate: f64) -> Self {
+        Self {
+            tokens: cap,
+            cap,
+            rate,
+            last: tokio::time::Instant::now(),
+        }
+    }
+
+    fn take(&mut self) -> bool {
+        let now = tokio::time::Instant::now();
+        self.tokens =
+            (self.tokens + now.duration_since(self.last).as_secs_f64() * self.rate).min(self.cap);
+        self.last = now;
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+/// Telegram's documented limits: about 30 messages/s overall, about 1/s per chat with
+/// short bursts, 20/min per group. One token of slack covers network reordering.
+struct Limits {
+    overall: Bucket,
+    chats: HashMap<i64, Bucket>,
+    groups: HashMap<i64, Bucket>,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            overall: Bucket::new(31.0, 30.0),
+            chats: HashMap::new(),
+            groups: HashMap::new(),
+        }
+    }
+}
+
+impl Limits {
+    /// `Err(what)` when this message breaks a limit.
+    fn admit(&mut self, chat: i64) -> Result<(), &'static str> {
+        if chat < 0
+            && !self
+                .groups
+                .entry(chat)
+                .or_insert_with(|| Bucket::new(4.0, 20.0 / 60.0))
+                .take()
+        {
+            return Err("20 per minute per group");
+        }
+        if !self
+            .chats
+            .entry(chat)
+            .or_insert_with(|| Bucket::new(4.0, 1.0))
+            .take()
+        {
+            return Err("1 per second per chat");
+        }
+        if !self.overall.take() {
+            return Err("30 per second overall");
+        }
+        Ok(())
+    }
+}
+
 #[derive(Default)]
 struct Inner {
     calls: Vec<Call>,
@@ -27,6 +104,9 @@ struct Inner {
     webhook_url: String,
     next_message_id: i64,
     rejected: Vec<String>,
+    limits: Limits,
+    violations: Vec<String>,
+    blocked: Vec<i64>,
 }
 
 /// The running fake.
@@ -112,6 +192,16 @@ impl FakeTelegram {
             .collect()
     }
 
+    /// Messages that broke Telegram's rate limits (answered 429).
+    pub fn violations(&self) -> Vec<String> {
+        self.inner.lock().unwrap().violations.clone()
+    }
+
+    /// From now on, sending to this chat answers 403 "bot was blocked by the user".
+    pub fn block(&self, chat: i64) {
+        self.inner.lock().unwrap().blocked.push(chat);
+    }
+
     /// Requests the fake refused as not fitting the spec (should stay empty).
     pub fn rejected(&self) -> Vec<String> {
         self.inner.lock().unwrap().rejected.clone()
@@ -119,13 +209,14 @@ impl FakeTelegram {
 
     /// Waits until `check` holds on the fake's state (up to 10 s).
     pub async fn wait_for(&self, what: &str, check: impl Fn(&Self) -> bool) {
-        let ok =
-            crate::helpers::eventually(Duration::from_secs(10), || async { check(self) }).await;
-        assert!(
-            ok,
-            "timed out waiting for {what}; calls: {:?}",
-            self.inner.lock().unwrap().calls
-        );
+        self.wait_up_to(Duration::from_secs(10), what, check).await;
+    }
+
+    /// Waits until `check` holds on the fake's state, up to `wait`.
+    pub async fn wait_up_to(&self, wait: Duration, what: &str, check: impl Fn(&Self) -> bool) {
+        let ok = crate::helpers::eventually(wait, || async { check(self) }).await;
+        let calls = self.inner.lock().unwrap().calls.len();
+        assert!(ok, "timed out waiting for {what} ({calls} calls so far)");
     }
 }
 
@@ -229,6 +320,28 @@ async fn handle(
                 StatusCode::BAD_REQUEST,
                 &format!("Bad Request: parameter {name} is required"),
             );
+        }
+    }
+    if method.eq_ignore_ascii_case("sendMessage") {
+        let chat = params["chat_id"].as_i64().unwrap_or(0);
+        let mut inner = fake.inner.lock().unwrap();
+        if inner.blocked.contains(&chat) {
+            return error(
+                StatusCode::FORBIDDEN,
+                "Forbidden: bot was blocked by the user",
+            );
+        }
+        if let Err(limit) = inner.limits.admit(chat) {
+            inner.violations.push(format!("chat {chat}: {limit}"));
+            return (
+                StatusCode::TOO_MANY_REQUESTS,
+                axum::Json(json!({
+                    "ok": false, "error_code": 429,
+                    "description": "Too Many Requests: retry after 1",
+                    "parameters": { "retry_after": 1 }
+                })),
+            )
+                .into_response();
         }
     }
     fake.inner.lock().unwrap().calls.push(Call {

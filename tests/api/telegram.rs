@@ -2,13 +2,21 @@
 //! commands, buttons, groups and `@botname`, the shared fixtures, redeliveries, secrets.
 
 use segue::config::TelegramMode;
-use segue_bot::Secret;
+use std::time::Duration;
+
+use segue_bot::store::entities::message::status;
+use segue_bot::{ChatAddress, Outgoing, Platform, Reply, Secret};
 use serde_json::{Value, json};
 
 use crate::fake_telegram::FakeTelegram;
 use crate::helpers::{Backend, TestDb, backend_tests, spawn_app_with, test_config};
 
-backend_tests!(polling_end_to_end, webhook_end_to_end);
+backend_tests!(
+    polling_end_to_end,
+    webhook_end_to_end,
+    rate_limits_are_never_exceeded,
+    blocked_users_are_dead_lettered,
+);
 
 const SECRET: &str = "s3cr_et-1";
 
@@ -221,5 +229,73 @@ async fn webhook_end_to_end(backend: Backend) {
         "requests outside the spec: {:?}",
         fake.rejected()
     );
+    app.stop().await;
+}
+
+async fn rate_limits_are_never_exceeded(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let fake = FakeTelegram::start().await;
+    let app = spawn_app_with(config(&db, &fake, TelegramMode::Polling), Vec::new()).await;
+    // 300 messages to 30 private chats, and 6 to one group, all at once.
+    let mut out = Vec::new();
+    for i in 0..10 {
+        for chat in 1..=30 {
+            out.push(Outgoing::new(
+                ChatAddress::new(Platform::Telegram, chat.to_string()),
+                Reply::text(format!("m{i}")),
+            ));
+        }
+    }
+    for i in 0..6 {
+        out.push(Outgoing::new(
+            ChatAddress::new(Platform::Telegram, "-100777"),
+            Reply::text(format!("g{i}")),
+        ));
+    }
+    app.core.outbox.send(out).await.unwrap();
+    fake.wait_up_to(Duration::from_secs(40), "all 306 messages", |f| {
+        f.calls("sendMessage").len() == 306
+    })
+    .await;
+    assert_eq!(
+        fake.violations(),
+        Vec::<String>::new(),
+        "no message broke Telegram's limits"
+    );
+    for chat in [1, 17, 30] {
+        let expected: Vec<String> = (0..10).map(|i| format!("m{i}")).collect();
+        assert_eq!(fake.sent_to(chat), expected, "chat {chat} in order");
+    }
+    assert_eq!(fake.sent_to(-100777).len(), 6);
+    assert_eq!(app.core.store.outbox_depth().await.unwrap(), 0);
+    app.stop().await;
+}
+
+async fn blocked_users_are_dead_lettered(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let fake = FakeTelegram::start().await;
+    fake.block(999);
+    let app = spawn_app_with(config(&db, &fake, TelegramMode::Polling), Vec::new()).await;
+    fake.push_update(message(1, 999, 999, "/ping"));
+    let chat = ChatAddress::new(Platform::Telegram, "999");
+    let dead = crate::helpers::eventually(Duration::from_secs(10), || async {
+        let log = app.core.store.chat_log(&chat, 10).await.unwrap();
+        log.iter()
+            .any(|m| m.direction == "out" && m.status == status::DEAD)
+    })
+    .await;
+    assert!(dead, "the reply to a blocked user is dead-lettered");
+    let log = app.core.store.chat_log(&chat, 10).await.unwrap();
+    let reply = log.iter().find(|m| m.direction == "out").unwrap();
+    assert_eq!(reply.attempts, 1, "not retried");
+    assert!(reply.detail.as_deref().unwrap().contains("blocked"));
+    let person = app
+        .core
+        .store
+        .person_details(reply.user_id.unwrap())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(person.identities[0].unreachable_at.is_some());
     app.stop().await;
 }

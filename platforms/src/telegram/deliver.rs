@@ -17,15 +17,16 @@ pub struct TelegramDeliver {
 }
 
 impl TelegramDeliver {
-    pub fn new(bot: Bot, max_per_second: f64, max_per_chat_per_second: f64) -> Self {
+    pub fn new(bot: Bot, limits: &super::Limits) -> Self {
         let limit = |r: f64| (r > 0.0).then_some(r);
         Self {
             bot,
             policy: DeliveryPolicy {
-                max_per_second: limit(max_per_second),
-                max_per_chat_per_second: limit(max_per_chat_per_second),
+                max_per_second: limit(limits.max_per_second),
+                max_per_chat_per_second: limit(limits.max_per_chat_per_second),
                 // Telegram tolerates short bursts to one chat.
                 chat_burst: 3,
+                max_per_group_per_minute: limit(limits.max_per_group_per_minute),
             },
         }
     }
@@ -86,6 +87,11 @@ impl segue_bot::Deliver for TelegramDeliver {
 
     fn policy(&self) -> DeliveryPolicy {
         self.policy
+    }
+
+    /// Group and supergroup chat ids are negative on Telegram.
+    fn is_group(&self, chat_id: &str) -> bool {
+        chat_id.starts_with('-')
     }
 
     async fn deliver(&self, message: &OutboundMessage) -> Result<(), DeliverError> {

@@ -38,10 +38,18 @@ pub struct TelegramSettings {
     pub webhook_secret: Secret,
     /// `<public_url>/webhooks/telegram`.
     pub webhook_url: String,
-    /// Outbound messages per second overall (0: no limit).
+    pub limits: Limits,
+}
+
+/// Telegram's outbound limits (0 lifts one).
+#[derive(Clone, Copy, Debug)]
+pub struct Limits {
+    /// Messages per second overall (Telegram: about 30).
     pub max_per_second: f64,
-    /// Outbound messages per second to one chat (0: no limit).
+    /// Messages per second to one chat (Telegram: about 1, short bursts allowed).
     pub max_per_chat_per_second: f64,
+    /// Messages per minute to one group (Telegram: 20).
+    pub max_per_group_per_minute: f64,
 }
 
 /// The updates Segue asks Telegram for.
@@ -99,8 +107,7 @@ impl Adapter for Telegram {
     fn deliverer(&self) -> Arc<dyn Deliver> {
         Arc::new(deliver::TelegramDeliver::new(
             self.bot.clone(),
-            self.settings.max_per_second,
-            self.settings.max_per_chat_per_second,
+            &self.settings.limits,
         ))
     }
 
