@@ -4,7 +4,7 @@
 //! the recipient marked unreachable; messages for someone not there right now are held.
 //! The delivery loop itself runs in the jobs crate; this module is the logic.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::Duration;
@@ -173,17 +173,6 @@ pub struct Round {
     pub wait: Option<Duration>,
 }
 
-enum Attempt {
-    /// Delivered, dead-lettered or held: done with it.
-    Settled,
-    /// Failed for now; a retry is scheduled.
-    Retrying,
-    /// Not ours to send now (another worker has it, the platform isn't enabled here).
-    Skipped,
-    /// Over a rate limit: try again after this long.
-    RateLimited(Duration),
-}
-
 /// One recorded outbound message, as returned to the caller.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Recorded {
@@ -307,46 +296,130 @@ impl Outbox {
         self.wake.notified().await;
     }
 
-    /// Claims and attempts the due messages, chats in parallel and each chat's messages
-    /// in order.
+    /// Delivers the due messages: rate limits checked in each chat's order, every
+    /// candidate claimed in one statement, chats sent in parallel (each in order), and
+    /// the delivered rows marked in one statement.
     pub async fn deliver_due(&self) -> Result<Round, StoreError> {
         let due = self.store.due_outbound(BATCH).await?;
         let mut round = Round {
             due: due.len(),
             ..Round::default()
         };
-        let mut by_chat: BTreeMap<(String, String), Vec<message::Model>> = BTreeMap::new();
+        let mut by_chat: BTreeMap<(String, String), Vec<(message::Model, OutboundMessage)>> =
+            BTreeMap::new();
         for row in due {
-            by_chat
-                .entry((row.platform.clone(), row.chat_id.clone()))
-                .or_default()
-                .push(row);
-        }
-        let chats = by_chat.into_values().map(|rows| async move {
-            let mut attempted = 0;
-            for row in rows {
-                match self.attempt(&row).await {
-                    Ok(Attempt::Settled) => attempted += 1,
-                    // Keep a chat's order: stop at its first message that didn't go.
-                    Ok(Attempt::Retrying) => return (attempted + 1, None),
-                    Ok(Attempt::Skipped) => return (attempted, None),
-                    Ok(Attempt::RateLimited(wait)) => return (attempted, Some(wait)),
-                    Err(e) => {
-                        tracing::error!(error = %e, id = row.id, "outbox attempt failed to record");
-                        return (attempted, None);
-                    }
+            match OutboundMessage::from_row(&row) {
+                Ok(msg) => by_chat
+                    .entry((row.platform.clone(), row.chat_id.clone()))
+                    .or_default()
+                    .push((row, msg)),
+                Err(e) => {
+                    self.settle(&row, status::DEAD, format!("unreadable row: {e}"))
+                        .await?;
+                    round.attempted += 1;
                 }
             }
-            (attempted, None)
+        }
+        // What each chat may send now, in order, within the platform's limits.
+        let mut chats = Vec::new();
+        let mut ids = Vec::new();
+        for rows in by_chat.into_values() {
+            let mut take = Vec::new();
+            for (row, msg) in rows {
+                let Some((deliverer, limits)) = self.deliverers.get(&msg.to.platform) else {
+                    self.park_disabled(&row, &msg).await?;
+                    break;
+                };
+                let group = deliverer.is_group(&msg.to.chat_id);
+                if let Some(wait) = Self::over_limit(limits, &msg.to.chat_id, group) {
+                    round.wait = Some(round.wait.map_or(wait, |w| w.min(wait)));
+                    break;
+                }
+                ids.push(row.id);
+                take.push((row, msg));
+            }
+            if !take.is_empty() {
+                chats.push(take);
+            }
+        }
+        let lease = self.settings.lease.as_millis() as i64;
+        let claimed: HashSet<i64> = self
+            .store
+            .claim_many(&ids, lease)
+            .await?
+            .into_iter()
+            .collect();
+        let claimed = &claimed;
+        let sends = chats.into_iter().map(|rows| async move {
+            let mut attempted = 0;
+            let mut sent = Vec::new();
+            let mut rest = rows.into_iter();
+            while let Some((row, msg)) = rest.next() {
+                // Another worker has it: leave the rest of this chat to keep its order.
+                if !claimed.contains(&row.id) {
+                    break;
+                }
+                let Some((deliverer, _)) = self.deliverers.get(&msg.to.platform) else {
+                    break;
+                };
+                attempted += 1;
+                match deliverer.deliver(&msg).await {
+                    Ok(()) => sent.push((row.id, msg.to.platform)),
+                    Err(e) => match self.failed(&row, &msg, e).await {
+                        Ok(false) => {}
+                        Ok(true) => {
+                            // Retrying: the chat's later messages wait for it, released
+                            // from their lease so they follow as soon as it goes.
+                            let later: Vec<i64> = rest
+                                .map(|(r, _)| r.id)
+                                .filter(|id| claimed.contains(id))
+                                .collect();
+                            if let Err(e) = self.store.release(&later).await {
+                                tracing::error!(error = %e, "releasing claimed rows failed");
+                            }
+                            break;
+                        }
+                        Err(e) => {
+                            tracing::error!(error = %e, id = row.id, "recording a failed delivery failed");
+                            break;
+                        }
+                    },
+                }
+            }
+            (attempted, sent)
         });
-        for (attempted, wait) in futures::future::join_all(chats).await {
+        let mut sent = Vec::new();
+        for (attempted, delivered) in futures::future::join_all(sends).await {
             round.attempted += attempted;
-            round.wait = match (round.wait, wait) {
-                (Some(a), Some(b)) => Some(a.min(b)),
-                (a, b) => a.or(b),
-            };
+            sent.extend(delivered);
+        }
+        let ids: Vec<i64> = sent.iter().map(|(id, _)| *id).collect();
+        self.store.mark_sent(&ids).await?;
+        for (_, platform) in &sent {
+            self.metrics
+                .message(platform.as_str(), false, status::DELIVERED);
         }
         Ok(round)
+    }
+
+    /// A row for a platform this process doesn't run: parked for a while (another
+    /// process may deliver it, or a restart with the platform configured).
+    async fn park_disabled(
+        &self,
+        row: &message::Model,
+        msg: &OutboundMessage,
+    ) -> Result<(), StoreError> {
+        if self.store.claim(row.id, 0).await? {
+            self.store
+                .finish_attempt(
+                    row.id,
+                    status::PENDING,
+                    Some(format!("{} is not enabled", msg.to.platform)),
+                    Some(now_millis() + self.settings.max_backoff.as_millis() as i64),
+                )
+                .await?;
+        }
+        Ok(())
     }
 
     /// Checks the platform's limits without waiting; the wait when over them.
@@ -371,66 +444,30 @@ impl Outbox {
         None
     }
 
-    /// One delivery attempt: rate limits first, then the claim, then the platform.
-    async fn attempt(&self, row: &message::Model) -> Result<Attempt, StoreError> {
-        let msg = match OutboundMessage::from_row(row) {
-            Ok(m) => m,
-            Err(e) => {
-                self.settle(row, status::DEAD, format!("unreadable row: {e}"))
-                    .await?;
-                return Ok(Attempt::Settled);
-            }
-        };
-        let Some((deliverer, limits)) = self.deliverers.get(&msg.to.platform) else {
-            // Not enabled in this process; another may deliver it, or it waits for a restart
-            // with the platform configured.
-            if self.store.claim(row.id, 0).await? {
-                self.store
-                    .finish_attempt(
-                        row.id,
-                        status::PENDING,
-                        Some(format!("{} is not enabled", msg.to.platform)),
-                        Some(now_millis() + self.settings.max_backoff.as_millis() as i64),
-                    )
-                    .await?;
-            }
-            return Ok(Attempt::Skipped);
-        };
-        // Claim only once the limits allow sending, so a lease never runs out while
-        // waiting for a rate limiter.
-        let group = deliverer.is_group(&msg.to.chat_id);
-        if let Some(wait) = Self::over_limit(limits, &msg.to.chat_id, group) {
-            return Ok(Attempt::RateLimited(wait));
-        }
-        let lease = self.settings.lease.as_millis() as i64;
-        if !self.store.claim(row.id, lease).await? {
-            return Ok(Attempt::Skipped);
-        }
-        match deliverer.deliver(&msg).await {
-            Ok(()) => {
-                self.store
-                    .finish_attempt(row.id, status::DELIVERED, None, None)
-                    .await?;
-                self.metrics
-                    .message(msg.to.platform.as_str(), false, status::DELIVERED);
-                Ok(Attempt::Settled)
-            }
-            Err(DeliverError::Held { reason }) => {
+    /// Records a failed attempt; `Ok(true)` when it will be retried (the chat waits).
+    async fn failed(
+        &self,
+        row: &message::Model,
+        msg: &OutboundMessage,
+        error: DeliverError,
+    ) -> Result<bool, StoreError> {
+        match error {
+            DeliverError::Held { reason } => {
                 self.store
                     .finish_attempt(row.id, status::HELD, Some(reason), None)
                     .await?;
-                Ok(Attempt::Settled)
+                Ok(false)
             }
-            Err(DeliverError::Permanent { reason }) => {
+            DeliverError::Permanent { reason } => {
                 tracing::warn!(id = row.id, to = %msg.to, %reason, "delivery failed for good; dead-lettered");
                 self.settle(row, status::DEAD, reason).await?;
                 self.store.mark_unreachable(&msg.to).await?;
-                Ok(Attempt::Settled)
+                Ok(false)
             }
-            Err(DeliverError::Transient {
+            DeliverError::Transient {
                 reason,
                 retry_after,
-            }) => {
+            } => {
                 let attempts = row.attempts + 1;
                 if attempts >= self.settings.max_attempts {
                     tracing::warn!(id = row.id, to = %msg.to, %reason, attempts, "giving up after repeated failures");
@@ -440,7 +477,7 @@ impl Outbox {
                         format!("gave up after {attempts} attempts: {reason}"),
                     )
                     .await?;
-                    return Ok(Attempt::Settled);
+                    return Ok(false);
                 }
                 let wait = retry_after.unwrap_or_else(|| self.backoff(attempts));
                 tracing::info!(id = row.id, to = %msg.to, %reason, retry_in_ms = wait.as_millis() as u64, "delivery will be retried");
@@ -452,7 +489,7 @@ impl Outbox {
                         Some(now_millis() + wait.as_millis() as i64),
                     )
                     .await?;
-                Ok(Attempt::Retrying)
+                Ok(true)
             }
         }
     }

@@ -207,9 +207,9 @@ impl FakeTelegram {
         self.inner.lock().unwrap().rejected.clone()
     }
 
-    /// Waits until `check` holds on the fake's state (up to 10 s).
+    /// Waits until `check` holds on the fake's state (up to 20 s: CI machines are busy).
     pub async fn wait_for(&self, what: &str, check: impl Fn(&Self) -> bool) {
-        self.wait_up_to(Duration::from_secs(10), what, check).await;
+        self.wait_up_to(Duration::from_secs(20), what, check).await;
     }
 
     /// Waits until `check` holds on the fake's state, up to `wait`.

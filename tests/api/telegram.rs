@@ -119,10 +119,22 @@ async fn polling_end_to_end(backend: Backend) {
     ] {
         fake.push_update(fixture(name));
     }
-    fake.wait_for("answers to the fixtures", |f| {
-        f.sent_to(123456789).len() == 2
+    let answered = crate::helpers::eventually(Duration::from_secs(20), || async {
+        fake.sent_to(123456789).len() == 2
     })
     .await;
+    if !answered {
+        let log = app
+            .core
+            .store
+            .chat_log(&ChatAddress::new(Platform::Telegram, "123456789"), 20)
+            .await
+            .unwrap();
+        panic!(
+            "fixture answers missing; sent {:?}; log {log:#?}",
+            fake.sent_to(123456789)
+        );
+    }
     let alice = fake.sent_to(123456789);
     assert_eq!(
         alice[0],

@@ -119,6 +119,60 @@ impl Store {
         Ok(res.rows_affected == 1)
     }
 
+    /// Claims many pending, due rows at once (one statement); returns the ids this caller
+    /// got. Rows another worker holds, or that are no longer due, are left out.
+    pub async fn claim_many(&self, ids: &[i64], lease_ms: i64) -> Result<Vec<i64>, StoreError> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let now = now_millis();
+        let claimed = message::Entity::update_many()
+            .col_expr(message::Column::NextAttemptAt, Expr::value(now + lease_ms))
+            .filter(message::Column::Id.is_in(ids.iter().copied()))
+            .filter(message::Column::Status.eq(status::PENDING))
+            .filter(message::Column::NextAttemptAt.lte(now))
+            .exec_with_returning(&self.db)
+            .await?;
+        Ok(claimed.into_iter().map(|m| m.id).collect())
+    }
+
+    /// Makes claimed rows due again at once (their chat's earlier message failed).
+    pub async fn release(&self, ids: &[i64]) -> Result<(), StoreError> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        message::Entity::update_many()
+            .col_expr(message::Column::NextAttemptAt, Expr::value(now_millis()))
+            .filter(message::Column::Id.is_in(ids.iter().copied()))
+            .filter(message::Column::Status.eq(status::PENDING))
+            .exec(&self.db)
+            .await?;
+        Ok(())
+    }
+
+    /// Marks many claimed rows delivered in one statement.
+    pub async fn mark_sent(&self, ids: &[i64]) -> Result<(), StoreError> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        message::Entity::update_many()
+            .col_expr(message::Column::Status, Expr::value(status::DELIVERED))
+            .col_expr(message::Column::Detail, Expr::value(Option::<String>::None))
+            .col_expr(
+                message::Column::Attempts,
+                Expr::col(message::Column::Attempts).add(1),
+            )
+            .col_expr(
+                message::Column::NextAttemptAt,
+                Expr::value(Option::<i64>::None),
+            )
+            .col_expr(message::Column::FinishedAt, Expr::value(now_millis()))
+            .filter(message::Column::Id.is_in(ids.iter().copied()))
+            .exec(&self.db)
+            .await?;
+        Ok(())
+    }
+
     /// Ends an attempt: a new status, the attempt count, and when to try next (pending).
     pub async fn finish_attempt(
         &self,
@@ -173,7 +227,17 @@ impl Store {
             .filter(message::Column::Platform.eq(chat.platform.as_str()))
             .filter(message::Column::ChatId.eq(&chat.chat_id))
             .filter(message::Column::Direction.eq("out"))
-            .filter(message::Column::Status.is_in([status::HELD, status::PENDING]))
+            .filter(
+                Condition::any()
+                    .add(message::Column::Status.eq(status::HELD))
+                    // Pending and not claimed: a claimed row is being delivered right now
+                    // and reaches an open stream through the hub.
+                    .add(
+                        Condition::all()
+                            .add(message::Column::Status.eq(status::PENDING))
+                            .add(message::Column::NextAttemptAt.lte(now_millis())),
+                    ),
+            )
             .order_by_asc(message::Column::Id)
             .all(&self.db)
             .await?)

@@ -1,7 +1,10 @@
 //! `loadgen`: measures a chat bot under load from outside the process, the way users
 //! reach it. `loadgen console` drives Segue's web console API: it opens sessions, then
 //! sends `/ping` from many of them at once (as fast as possible, or at a fixed rate) and
-//! reports commands per second and latency percentiles.
+//! reports commands per second and latency percentiles. `loadgen telegram` measures any
+//! Telegram bot in webhook mode against a fake Bot API it serves.
+
+mod telegram;
 
 use std::io::Write;
 use std::sync::Arc;
@@ -23,6 +26,8 @@ struct Cli {
 enum Cmd {
     /// Drive Segue's web console API: sessions sending a command concurrently.
     Console(ConsoleArgs),
+    /// Drive any Telegram bot's webhook, serving it a fake Bot API.
+    Telegram(telegram::TelegramArgs),
 }
 
 #[derive(clap::Args)]
@@ -54,6 +59,7 @@ struct ConsoleArgs {
 async fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Cmd::Console(args) => console(args).await,
+        Cmd::Telegram(args) => telegram::run(args).await,
     }
 }
 
