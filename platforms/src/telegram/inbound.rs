@@ -3,7 +3,7 @@
 //! edited messages and everything else are left alone.
 
 use segue_bot::{ChatAddress, ChatKind, Content, Incoming, Platform, UserRef};
-use teloxide::types::{CallbackQueryId, ChatId, Update, UpdateKind, User};
+use teloxide::types::{CallbackQueryId, Chat, ChatId, Update, UpdateKind, User};
 
 /// What an update means for Segue.
 #[derive(Debug)]
@@ -25,6 +25,15 @@ fn user_ref(user: &User) -> UserRef {
     }
 }
 
+/// Private chats are one person; groups and supergroups are groups.
+fn kind_of(chat: &Chat) -> ChatKind {
+    if chat.is_private() {
+        ChatKind::Private
+    } else {
+        ChatKind::Group
+    }
+}
+
 /// Converts one update. `bot_username` is the bot's own `@name`, when known.
 pub fn convert(update: &Update, bot_username: Option<&str>) -> Converted {
     let external_id = Some(update.id.0.to_string());
@@ -43,11 +52,7 @@ pub fn convert(update: &Update, bot_username: Option<&str>) -> Converted {
             if m.chat.is_channel() {
                 return Converted::Skip("channel post");
             }
-            let chat_kind = if m.chat.is_private() {
-                ChatKind::Private
-            } else {
-                ChatKind::Group
-            };
+            let chat_kind = kind_of(&m.chat);
             Converted::Message(
                 Box::new(Incoming {
                     external_id,
@@ -65,11 +70,7 @@ pub fn convert(update: &Update, bot_username: Option<&str>) -> Converted {
                 return Converted::Skip("callback query without data or message");
             };
             let chat = message.chat();
-            let chat_kind = if chat.is_private() {
-                ChatKind::Private
-            } else {
-                ChatKind::Group
-            };
+            let chat_kind = kind_of(chat);
             Converted::Message(
                 Box::new(Incoming {
                     external_id,
