@@ -394,7 +394,7 @@ impl Outbox {
             sent.extend(delivered);
         }
         let ids: Vec<i64> = sent.iter().map(|(id, _)| *id).collect();
-        self.store.mark_sent(&ids).await?;
+        self.store.mark_delivered(&ids).await?;
         for (_, platform) in &sent {
             self.metrics
                 .message(platform.as_str(), false, status::DELIVERED);

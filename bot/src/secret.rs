@@ -23,6 +23,22 @@ impl Secret {
         self.0.is_empty()
     }
 
+    /// Whether `presented` is this secret. SHA-256 digests are compared in constant time,
+    /// so neither the secret nor its length leaks through timing. An empty secret matches
+    /// nothing.
+    pub fn matches(&self, presented: &str) -> bool {
+        use sha2::{Digest, Sha256};
+        if self.0.is_empty() {
+            return false;
+        }
+        let a = Sha256::digest(presented.as_bytes());
+        let b = Sha256::digest(self.0.as_bytes());
+        a.iter()
+            .zip(b.iter())
+            .fold(0u8, |acc, (x, y)| acc | (x ^ y))
+            == 0
+    }
+
     fn shown(&self) -> &'static str {
         if self.0.is_empty() { "" } else { "[redacted]" }
     }
@@ -76,5 +92,13 @@ mod tests {
         assert_eq!(serde_json::to_string(&s).unwrap(), "\"[redacted]\"");
         assert_eq!(s.expose(), "hunter2");
         assert_eq!(Secret::default().to_string(), "");
+    }
+
+    #[test]
+    fn matches_only_the_same_text() {
+        let s = Secret::new("hunter2");
+        assert!(s.matches("hunter2"));
+        assert!(!s.matches("hunter3") && !s.matches("hunter") && !s.matches(""));
+        assert!(!Secret::default().matches(""));
     }
 }

@@ -150,29 +150,6 @@ impl Store {
         Ok(())
     }
 
-    /// Marks many claimed rows delivered in one statement.
-    pub async fn mark_sent(&self, ids: &[i64]) -> Result<(), StoreError> {
-        if ids.is_empty() {
-            return Ok(());
-        }
-        message::Entity::update_many()
-            .col_expr(message::Column::Status, Expr::value(status::DELIVERED))
-            .col_expr(message::Column::Detail, Expr::value(Option::<String>::None))
-            .col_expr(
-                message::Column::Attempts,
-                Expr::col(message::Column::Attempts).add(1),
-            )
-            .col_expr(
-                message::Column::NextAttemptAt,
-                Expr::value(Option::<i64>::None),
-            )
-            .col_expr(message::Column::FinishedAt, Expr::value(now_millis()))
-            .filter(message::Column::Id.is_in(ids.iter().copied()))
-            .exec(&self.db)
-            .await?;
-        Ok(())
-    }
-
     /// Ends an attempt: a new status, the attempt count, and when to try next (pending).
     pub async fn finish_attempt(
         &self,
@@ -201,18 +178,24 @@ impl Store {
         Ok(())
     }
 
-    /// Marks held rows delivered once the recipient has them (web console connected).
+    /// Marks rows delivered in one statement: claimed rows a delivery round sent, or held
+    /// rows a console stream replayed.
     pub async fn mark_delivered(&self, ids: &[i64]) -> Result<(), StoreError> {
         if ids.is_empty() {
             return Ok(());
         }
         message::Entity::update_many()
             .col_expr(message::Column::Status, Expr::value(status::DELIVERED))
-            .col_expr(message::Column::FinishedAt, Expr::value(now_millis()))
+            .col_expr(message::Column::Detail, Expr::value(Option::<String>::None))
             .col_expr(
                 message::Column::Attempts,
                 Expr::col(message::Column::Attempts).add(1),
             )
+            .col_expr(
+                message::Column::NextAttemptAt,
+                Expr::value(Option::<i64>::None),
+            )
+            .col_expr(message::Column::FinishedAt, Expr::value(now_millis()))
             .filter(message::Column::Id.is_in(ids.iter().copied()))
             .filter(message::Column::Status.is_in([status::HELD, status::PENDING]))
             .exec(&self.db)

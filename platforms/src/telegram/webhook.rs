@@ -11,7 +11,6 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use segue_bot::{Router, Secret};
-use sha2::{Digest, Sha256};
 use teloxide::Bot;
 use teloxide::types::{Update, UpdateKind};
 
@@ -31,22 +30,12 @@ pub(super) fn routes(state: State) -> axum::Router {
         .with_state(state)
 }
 
-fn same_secret(presented: &str, expected: &Secret) -> bool {
-    let a = Sha256::digest(presented.as_bytes());
-    let b = Sha256::digest(expected.expose().as_bytes());
-    !expected.is_empty()
-        && a.iter()
-            .zip(b.iter())
-            .fold(0u8, |acc, (x, y)| acc | (x ^ y))
-            == 0
-}
-
 async fn receive(AxState(state): AxState<State>, headers: HeaderMap, body: Bytes) -> Response {
     let presented = headers
         .get("x-telegram-bot-api-secret-token")
         .and_then(|v| v.to_str().ok())
         .unwrap_or("");
-    if !same_secret(presented, &state.secret) {
+    if !state.secret.matches(presented) {
         tracing::warn!(
             present = !presented.is_empty(),
             "Telegram webhook call with a wrong or missing secret token refused"
