@@ -193,9 +193,12 @@ impl Outbox {
             .map(|d| {
                 let p = d.policy();
                 let limits = Limits {
+                    // Half a second's budget at once, not a whole one: sends to different
+                    // chats go out in parallel, and network jitter can bunch them up on
+                    // arrival; the headroom keeps the platform's count within its limit.
                     overall: p
                         .max_per_second
-                        .and_then(|r| quota(r, r.ceil() as u32))
+                        .and_then(|r| quota(r, (r / 2.0).ceil() as u32))
                         .map(RateLimiter::direct),
                     per_chat: p
                         .max_per_chat_per_second

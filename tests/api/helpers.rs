@@ -200,6 +200,11 @@ pub async fn spawn_app(db: &TestDb) -> TestApp {
 }
 
 pub async fn spawn_app_with(config: Config, deliverers: Vec<Arc<dyn Deliver>>) -> TestApp {
+    // Warnings reach a failing test's output (captured otherwise).
+    let _ = tracing_subscriber::fmt()
+        .with_test_writer()
+        .with_env_filter("warn")
+        .try_init();
     let app = Application::build_with(
         config,
         Extras {
