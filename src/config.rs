@@ -23,6 +23,7 @@ pub struct Config {
     pub limits: LimitsConfig,
     pub web: WebConfig,
     pub telegram: TelegramConfig,
+    pub spotify: SpotifyConfig,
     pub log: LogConfig,
 }
 
@@ -180,6 +181,30 @@ impl Default for TelegramConfig {
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
+pub struct SpotifyConfig {
+    /// The app's client id from Spotify's developer dashboard; Spotify features are on
+    /// when it is set.
+    pub client_id: String,
+    pub client_secret: Secret,
+    /// The accounts service (authorize and token endpoints).
+    pub accounts_url: Url,
+    /// The Web API base.
+    pub api_url: Url,
+}
+
+impl Default for SpotifyConfig {
+    fn default() -> Self {
+        Self {
+            client_id: String::new(),
+            client_secret: Secret::default(),
+            accounts_url: Url::parse("https://accounts.spotify.com").expect("valid default URL"),
+            api_url: Url::parse("https://api.spotify.com/v1").expect("valid default URL"),
+        }
+    }
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct LogConfig {
     /// A tracing filter, e.g. `info` or `segue=debug,info`. `RUST_LOG` overrides it.
     pub level: String,
@@ -203,6 +228,8 @@ const VERBATIM_KEYS: &[&str] = &[
     "security.admin_token",
     "telegram.token",
     "telegram.webhook_secret",
+    "spotify.client_id",
+    "spotify.client_secret",
     "log.level",
 ];
 
@@ -312,6 +339,20 @@ impl Config {
             || self.telegram.max_per_group_per_minute < 0.0
         {
             problems.push("telegram rate limits can't be negative (0 lifts a limit)".to_owned());
+        }
+        if self.spotify.client_id.is_empty() != self.spotify.client_secret.is_empty() {
+            problems.push(
+                "spotify.client_id and spotify.client_secret go together: set both (from Spotify's developer dashboard) or neither"
+                    .to_owned(),
+            );
+        }
+        for (key, url) in [
+            ("spotify.accounts_url", &self.spotify.accounts_url),
+            ("spotify.api_url", &self.spotify.api_url),
+        ] {
+            if !matches!(url.scheme(), "http" | "https") {
+                problems.push(format!("{key} must be an http:// or https:// URL"));
+            }
         }
         if !matches!(self.log.format.as_str(), "text" | "json") {
             problems.push("log.format must be `text` or `json`".to_owned());

@@ -6,6 +6,8 @@ pub mod admin;
 pub mod config;
 pub mod http;
 pub mod keys;
+pub mod oauth;
+pub mod public_api;
 pub mod startup;
 pub mod telemetry;
 

@@ -8,7 +8,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
+use segue_bot::crypto::Keys;
 use segue_bot::outbox::OutboxSettings;
+use segue_bot::spotify::{Spotify, SpotifySettings};
 use segue_bot::store::{self, DbOptions};
 use segue_bot::{Core, CoreSettings, Deliver, Metrics, Outbox, Platform, Router, Secret, Store};
 use segue_jobs::WorkerSettings;
@@ -67,12 +69,32 @@ pub fn telegram(config: &Config, secret_key: &[u8; 32]) -> anyhow::Result<Option
     Ok(Some(Telegram::new(settings)?))
 }
 
+/// The Spotify service, when `spotify.client_id` is set.
+fn spotify(config: &Config, keys: Arc<Keys>, store: Arc<Store>) -> Option<Arc<Spotify>> {
+    let s = &config.spotify;
+    if s.client_id.is_empty() {
+        return None;
+    }
+    let public = config.server.public_url.as_str().trim_end_matches('/');
+    let settings = SpotifySettings {
+        client_id: s.client_id.clone(),
+        client_secret: s.client_secret.clone(),
+        accounts_url: s.accounts_url.as_str().trim_end_matches('/').to_owned(),
+        api_url: s.api_url.as_str().trim_end_matches('/').to_owned(),
+        redirect_uri: format!("{public}/auth/spotify/callback"),
+        max_retry_wait: Duration::from_secs(5),
+    };
+    Some(Arc::new(Spotify::new(settings, keys, store)))
+}
+
 /// What the configuration file doesn't set: extra delivery implementations (fake
-/// platforms in tests, or an embedding program's own) and outbox timing.
+/// platforms in tests, or an embedding program's own), outbox timing, and a listener
+/// bound beforehand (so a test knows its public URL before the app is built).
 #[derive(Default)]
 pub struct Extras {
     pub deliverers: Vec<Arc<dyn Deliver>>,
     pub outbox: OutboxSettings,
+    pub listener: Option<TcpListener>,
 }
 
 /// A built, bound, not yet running Segue.
@@ -138,6 +160,8 @@ impl Application {
         deliverers.extend(extras.deliverers);
 
         let store = Arc::new(Store::new(db));
+        let keys = Arc::new(Keys::new(&secret_key));
+        let spotify = spotify(&config, keys, store.clone());
         let metrics = Arc::new(Metrics::new());
         let outbox = Arc::new(Outbox::new(
             store.clone(),
@@ -156,6 +180,7 @@ impl Application {
                 public_url: config.server.public_url.to_string(),
                 web_retention: config.web.retention,
             },
+            spotify,
         });
         let router = Arc::new(Router::new(core.clone()));
         let shutdown = CancellationToken::new();
@@ -163,13 +188,18 @@ impl Application {
             router: router.clone(),
             shutdown: shutdown.clone(),
         };
-        let routes = adapters.iter().map(|a| a.routes(&cx)).collect();
+        let mut routes: Vec<axum::Router> = adapters.iter().map(|a| a.routes(&cx)).collect();
+        routes.push(crate::oauth::routes(core.clone()));
+        routes.push(crate::public_api::routes(core.clone()));
         let app = crate::http::app(core.clone(), routes);
         let admin = crate::admin::app(core.clone(), admin_token.clone());
 
-        let listener = TcpListener::bind(config.server.bind)
-            .await
-            .with_context(|| format!("listening on {} (server.bind)", config.server.bind))?;
+        let listener = match extras.listener {
+            Some(l) => l,
+            None => TcpListener::bind(config.server.bind)
+                .await
+                .with_context(|| format!("listening on {} (server.bind)", config.server.bind))?,
+        };
         let admin_listener = TcpListener::bind(config.admin.bind)
             .await
             .with_context(|| format!("listening on {} (admin.bind)", config.admin.bind))?;

@@ -63,6 +63,7 @@ fn route(c: &mut Criterion) {
                 public_url: "http://127.0.0.1:8080/".to_owned(),
                 web_retention: Duration::from_secs(3600),
             },
+            spotify: None,
         })))
     });
     let incoming = |text: &str| Incoming {

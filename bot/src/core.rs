@@ -7,6 +7,7 @@ use std::time::Duration;
 use crate::command::CommandTable;
 use crate::metrics::Metrics;
 use crate::outbox::Outbox;
+use crate::spotify::Spotify;
 use crate::store::Store;
 
 /// Settings the core takes from configuration.
@@ -30,4 +31,6 @@ pub struct Core {
     pub metrics: Arc<Metrics>,
     pub commands: CommandTable,
     pub settings: CoreSettings,
+    /// Spotify, when `spotify.client_id` is set.
+    pub spotify: Option<Arc<Spotify>>,
 }

@@ -17,6 +17,16 @@ pub enum CommandError {
     Store(#[from] StoreError),
 }
 
+impl From<crate::spotify::SpotifyError> for CommandError {
+    /// Spotify's failures become plain sentences; storage failures stay internal.
+    fn from(e: crate::spotify::SpotifyError) -> Self {
+        match e {
+            crate::spotify::SpotifyError::Store(e) => Self::Store(e),
+            e => Self::User(e.user_message()),
+        }
+    }
+}
+
 impl CommandError {
     pub fn user(message: impl Into<String>) -> Self {
         Self::User(message.into())

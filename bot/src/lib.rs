@@ -5,6 +5,7 @@
 
 pub mod command;
 pub mod core;
+pub mod crypto;
 pub mod error;
 pub mod handlers;
 pub mod ids;
@@ -15,6 +16,7 @@ pub mod outbox;
 pub mod router;
 pub mod secret;
 pub mod split;
+pub mod spotify;
 pub mod store;
 pub mod types;
 

@@ -520,6 +520,11 @@ impl Outbox {
     }
 
     /// Forgets platform event ids older than `kept` (dedupe only needs recent ones).
+    /// The store the outbox writes to (for the worker's other housekeeping).
+    pub fn store(&self) -> &Arc<Store> {
+        &self.store
+    }
+
     pub async fn prune_sightings(&self, kept: Duration) -> Result<u64, StoreError> {
         self.store
             .prune_sightings(now_millis() - kept.as_millis() as i64)

@@ -42,6 +42,34 @@ pub struct Ctx {
     pub core: Arc<Core>,
     pub incoming: Incoming,
     pub person: Person,
+    /// Set by a handler that changed who the sender is; the router records the message
+    /// accordingly.
+    sender_change: Mutex<Option<SenderChange>>,
+}
+
+/// A handler's change to the sender itself.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SenderChange {
+    /// `/forget`: the person's rows are gone; record this message without them.
+    Forgotten,
+    /// `/connect`: the sender's user was joined into this one.
+    JoinedInto(i64),
+}
+
+impl Ctx {
+    pub fn new(core: Arc<Core>, incoming: Incoming, person: Person) -> Self {
+        Self {
+            core,
+            incoming,
+            person,
+            sender_change: Mutex::default(),
+        }
+    }
+
+    /// Tells the router that the sender changed while handling this message.
+    pub fn sender_changed(&self, change: SenderChange) {
+        *self.sender_change.lock().unwrap_or_else(|e| e.into_inner()) = Some(change);
+    }
 }
 
 /// The result of the middleware chain for one message.
@@ -191,11 +219,7 @@ impl Router {
         let person = store
             .resolve(&incoming.user, &incoming.chat, incoming.chat_kind)
             .await?;
-        let ctx = Ctx {
-            core: self.core.clone(),
-            incoming,
-            person,
-        };
+        let ctx = Ctx::new(self.core.clone(), incoming, person);
         let route = self.route(&ctx.incoming);
         let outcome = match route {
             Route::Ignore => Outcome::silent(status::IGNORED),
@@ -212,14 +236,25 @@ impl Router {
         let inbound_id = store.next_id();
         let elapsed = started.elapsed();
         let platform = ctx.incoming.chat.platform;
+        let change = *ctx.sender_change.lock().unwrap_or_else(|e| e.into_inner());
+        let (user_id, text) = match change {
+            None => (
+                Some(ctx.person.user_id),
+                inbound_text(&ctx.incoming.content),
+            ),
+            Some(SenderChange::JoinedInto(user)) => {
+                (Some(user), inbound_text(&ctx.incoming.content))
+            }
+            Some(SenderChange::Forgotten) => (None, String::new()),
+        };
         let mut rows = vec![NewMessage {
             id: inbound_id,
             inbound: true,
             chat: ctx.incoming.chat.clone(),
-            user_id: Some(ctx.person.user_id),
+            user_id,
             external_id: ctx.incoming.external_id.clone(),
             in_reply_to: None,
-            text: inbound_text(&ctx.incoming.content),
+            text,
             buttons: Vec::new(),
             status: outcome.status,
             detail: outcome.command.map(str::to_owned),
@@ -228,15 +263,23 @@ impl Router {
             finished_at: Some(now_millis()),
             duration_ms: Some(i32::try_from(elapsed.as_millis()).unwrap_or(i32::MAX)),
         }];
+        let forgotten = change == Some(SenderChange::Forgotten);
+        if forgotten {
+            // Nothing about them is kept, this message included.
+            rows.clear();
+        }
         let mut recorded = Vec::new();
         for reply in outcome.replies {
             let mut out = Outgoing::new(ctx.incoming.chat.clone(), reply);
-            out.user_id = Some(ctx.person.user_id);
+            out.user_id = user_id;
             let (r, rec) =
                 self.core
                     .outbox
                     .rows_for(out, Some(inbound_id), mode == ReplyMode::Inline);
-            rows.extend(r);
+            // A forgotten person's replies are kept only while they wait for the outbox.
+            if !(forgotten && mode == ReplyMode::Inline) {
+                rows.extend(r);
+            }
             recorded.extend(rec);
         }
         store.record(rows).await?;

@@ -1,6 +1,7 @@
 //! The outbox delivery worker: delivers pending messages as soon as they are recorded
 //! (the outbox wakes it) and on a slow poll for retries and for rows another process left;
-//! once a minute it expires messages held past their retention.
+//! once a minute it expires messages held past their retention and prunes expired
+//! one-time codes and spent OAuth states.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -29,6 +30,10 @@ pub async fn run(outbox: Arc<Outbox>, settings: WorkerSettings, shutdown: Cancel
             }
             if let Err(e) = outbox.prune_sightings(SEEN_KEPT).await {
                 tracing::error!(error = %e, "pruning seen event ids failed");
+            }
+            let now = segue_bot::ids::now_millis();
+            if let Err(e) = outbox.store().prune_expired(now).await {
+                tracing::error!(error = %e, "pruning expired codes and states failed");
             }
             next_expiry = Instant::now() + EXPIRE_EVERY;
         }

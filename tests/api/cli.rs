@@ -32,11 +32,43 @@ fn commands_prints_the_table_as_text_and_json() {
         .iter()
         .map(|c| c["name"].as_str().unwrap())
         .collect();
-    assert_eq!(names, ["start", "help", "ping", "me", "handle"]);
-    let handle = &table[4];
+    assert_eq!(
+        names,
+        [
+            "start",
+            "help",
+            "ping",
+            "link",
+            "unlink",
+            "nowplaying",
+            "public",
+            "me",
+            "handle",
+            "connect",
+            "notify",
+            "forget"
+        ]
+    );
+    let by_name = |name: &str| {
+        table
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["name"] == name)
+            .unwrap()
+            .clone()
+    };
+    let handle = by_name("handle");
     assert_eq!(handle["usage"], "/handle <name>");
     assert_eq!(handle["args"][0]["type"], "string");
     assert_eq!(handle["args"][0]["required"], true);
+    let np = by_name("nowplaying");
+    assert_eq!(np["aliases"][0], "np");
+    assert_eq!(np["args"][0]["type"], "user");
+    let public = by_name("public");
+    assert_eq!(public["usage"], "/public <on|off>");
+    assert_eq!(public["args"][0]["type"], "choice");
+    assert_eq!(public["args"][0]["choices"][1], "off");
     let out = segue().arg("commands").output().unwrap();
     let text = String::from_utf8(out.stdout).unwrap();
     assert!(
@@ -86,6 +118,14 @@ fn check_config_validates_and_redacts() {
             "security.secret_key",
         ),
         (vec![("SEGUE_SERVER__COLOUR", "blue")], "colour"),
+        (
+            vec![("SEGUE_SPOTIFY__CLIENT_ID", "abc")],
+            "spotify.client_id and spotify.client_secret go together",
+        ),
+        (
+            vec![("SEGUE_SPOTIFY__API_URL", "ftp://x")],
+            "spotify.api_url",
+        ),
     ];
     for (env, expected) in cases {
         let out = segue()
@@ -115,6 +155,32 @@ fn check_config_validates_and_redacts() {
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("does not exist"));
+}
+
+/// The example configuration is valid and says exactly what the defaults are.
+#[test]
+fn example_config_is_the_defaults() {
+    let dir = tempfile::tempdir().unwrap();
+    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/config/segue.example.toml");
+    let out = segue()
+        .current_dir(dir.path())
+        .args(["check-config", "--config", example])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let defaults = segue()
+        .current_dir(dir.path())
+        .arg("check-config")
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8(out.stdout).unwrap(),
+        String::from_utf8(defaults.stdout).unwrap()
+    );
 }
 
 fn free_port() -> u16 {

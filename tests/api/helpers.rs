@@ -200,6 +200,28 @@ pub async fn spawn_app(db: &TestDb) -> TestApp {
 }
 
 pub async fn spawn_app_with(config: Config, deliverers: Vec<Arc<dyn Deliver>>) -> TestApp {
+    start(config, deliverers, None).await
+}
+
+/// Binds the public listener first, so that `server.public_url` is the app's own address
+/// (OAuth redirects come back to it); `configure` adjusts the rest.
+pub async fn spawn_app_at_own_url(db: &TestDb, configure: impl FnOnce(&mut Config)) -> TestApp {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind a port");
+    let mut config = test_config(db);
+    config.server.public_url = format!("http://{}", listener.local_addr().unwrap())
+        .parse()
+        .unwrap();
+    configure(&mut config);
+    start(config, Vec::new(), Some(listener)).await
+}
+
+async fn start(
+    config: Config,
+    deliverers: Vec<Arc<dyn Deliver>>,
+    listener: Option<tokio::net::TcpListener>,
+) -> TestApp {
     // Warnings reach a failing test's output (captured otherwise).
     let _ = tracing_subscriber::fmt()
         .with_test_writer()
@@ -210,6 +232,7 @@ pub async fn spawn_app_with(config: Config, deliverers: Vec<Arc<dyn Deliver>>) -
         Extras {
             deliverers,
             outbox: fast_outbox(),
+            listener,
         },
     )
     .await

@@ -12,4 +12,5 @@ mod console;
 mod health;
 mod outbox;
 mod router;
+mod spotify;
 mod telegram;

@@ -42,7 +42,7 @@ fn user(id: i64) -> Value {
     json!({ "id": id, "is_bot": false, "first_name": format!("U{id}"), "username": format!("u{id}") })
 }
 
-fn message(update_id: i64, chat_id: i64, from: i64, text: &str) -> Value {
+pub(crate) fn message(update_id: i64, chat_id: i64, from: i64, text: &str) -> Value {
     json!({ "update_id": update_id, "message": {
         "message_id": update_id, "date": 1_700_000_000, "chat": chat(chat_id), "from": user(from), "text": text
     }})
@@ -109,13 +109,15 @@ async fn polling_end_to_end(backend: Backend) {
     assert_eq!(group[0], "pong");
     assert!(group[1].starts_with("You are @u222."), "{group:?}");
 
-    // The shared fixtures (update ids 10000-10004).
+    // The shared fixtures (update ids 10000-10004), in update id order as Telegram sends
+    // them: pushed out of order, a getUpdates between the two pushes would move the offset
+    // past the later-pushed, lower id and the fake would never serve it.
     for name in [
         "command_private.json",
         "command_group_addressed.json",
         "callback_query.json",
-        "edited_message.json",
         "plain_text.json",
+        "edited_message.json",
     ] {
         fake.push_update(fixture(name));
     }

@@ -1,10 +1,16 @@
 //! Command handlers, one file per command family, and the command table that lists them.
 //! Adding a command: write its handler file, add its entry to [`table`].
 
+pub mod connect;
+pub mod forget;
 pub mod handle;
 pub mod help;
+pub mod link;
 pub mod me;
+pub mod notify;
+pub mod now_playing;
 pub mod ping;
+pub mod public;
 pub mod start;
 
 use crate::command::{CommandSpec, CommandTable};
@@ -35,9 +41,37 @@ pub fn table() -> CommandTable {
             handler: handler!(ping::run),
         },
         CommandSpec {
+            name: "link",
+            aliases: &[],
+            description: "Link your Spotify account (or finish a link with its 16-digit code)",
+            args: link::ARGS,
+            handler: handler!(link::run),
+        },
+        CommandSpec {
+            name: "unlink",
+            aliases: &[],
+            description: "Forget your Spotify tokens",
+            args: &[],
+            handler: handler!(link::unlink),
+        },
+        CommandSpec {
+            name: "nowplaying",
+            aliases: &["np"],
+            description: "What you (or someone public) play now, else the last track played",
+            args: now_playing::ARGS,
+            handler: handler!(now_playing::run),
+        },
+        CommandSpec {
+            name: "public",
+            aliases: &[],
+            description: "Publish what you play as JSON at /api/users/<handle>/now-playing",
+            args: public::ARGS,
+            handler: handler!(public::run),
+        },
+        CommandSpec {
             name: "me",
             aliases: &[],
-            description: "Your handle and the platforms you use Segue on",
+            description: "Your handle, your platforms, your Spotify link",
             args: &[],
             handler: handler!(me::run),
         },
@@ -47,6 +81,27 @@ pub fn table() -> CommandTable {
             description: "Set your public handle (letters, digits and _, 3-32 characters)",
             args: handle::ARGS,
             handler: handler!(handle::run),
+        },
+        CommandSpec {
+            name: "connect",
+            aliases: &[],
+            description: "Join your accounts on several platforms into one (gives or takes a code)",
+            args: connect::ARGS,
+            handler: handler!(connect::run),
+        },
+        CommandSpec {
+            name: "notify",
+            aliases: &[],
+            description: "Get your notifications on this platform",
+            args: notify::ARGS,
+            handler: handler!(notify::run),
+        },
+        CommandSpec {
+            name: "forget",
+            aliases: &[],
+            description: "Delete everything Segue keeps about you (asks first)",
+            args: forget::ARGS,
+            handler: handler!(forget::run),
         },
     ])
 }

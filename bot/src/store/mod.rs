@@ -3,9 +3,11 @@
 //! outbox rows go through a group-commit [`writer`] so many messages share one commit.
 
 pub mod entities;
+mod lifecycle;
 mod messages;
 mod people;
 mod sessions;
+mod spotify;
 mod writer;
 
 use std::collections::{HashMap, HashSet};

@@ -230,12 +230,16 @@ impl Store {
         Ok(())
     }
 
-    /// Drops a user's cached entries (after a change to them).
+    /// Drops a user's cached entries, people and web sessions (after a change to them).
     pub fn forget_cached_user(&self, user_id: i64) {
         self.people
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .retain(|_, c| c.person.user_id != user_id);
+        self.sessions
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|_, s| s.user_id != user_id);
     }
 
     /// A user and all their identities.

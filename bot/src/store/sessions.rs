@@ -2,10 +2,10 @@
 
 use base64::Engine;
 use sea_orm::{ActiveModelTrait, EntityTrait, Set};
-use sha2::{Digest, Sha256};
 
 use super::entities::{identity, session};
 use super::{Store, StoreError, clear_if_full};
+use crate::crypto::digest_hex;
 use crate::ids::now_millis;
 
 /// The web identity a session token stands for.
@@ -18,13 +18,6 @@ pub struct WebSession {
     pub display_name: String,
 }
 
-fn hash(token: &str) -> String {
-    Sha256::digest(token.as_bytes())
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
-}
-
 impl Store {
     /// Issues a new session token for an identity. Only its hash is stored.
     pub async fn create_session(&self, identity_id: i64) -> Result<String, StoreError> {
@@ -32,7 +25,7 @@ impl Store {
         let token = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes);
         let now = now_millis();
         session::ActiveModel {
-            token_hash: Set(hash(&token)),
+            token_hash: Set(digest_hex(&token)),
             identity_id: Set(identity_id),
             created_at: Set(now),
             last_used_at: Set(now),
@@ -54,7 +47,7 @@ impl Store {
         {
             return Ok(Some(s.clone()));
         }
-        let Some(row) = session::Entity::find_by_id(hash(token))
+        let Some(row) = session::Entity::find_by_id(digest_hex(token))
             .one(&self.db)
             .await?
         else {
@@ -104,6 +97,6 @@ mod tests {
             },
         );
         assert_eq!(store.session("tok").await.unwrap().unwrap().web_id, "w");
-        assert_eq!(hash("tok").len(), 64);
+        assert_eq!(digest_hex("tok").len(), 64);
     }
 }

@@ -1,8 +1,12 @@
 //! sea-orm entities, one module per table; the schema itself lives in the migrations crate.
 
 pub mod chat;
+pub mod connect_code;
 pub mod identity;
 pub mod message;
 pub mod seen_update;
 pub mod session;
+pub mod spotify_link;
+pub mod spotify_link_code;
+pub mod used_state;
 pub mod user;

@@ -11,6 +11,10 @@ pub struct Model {
     pub handle: String,
     pub created_at: i64,
     pub banned_at: Option<i64>,
+    /// `/public on`: now playing is served at `/api/users/{handle}/now-playing`.
+    pub public_now_playing: bool,
+    /// The identity that gets notifications (`/notify here`); none: where they last talked.
+    pub notify_identity_id: Option<i64>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
