@@ -24,6 +24,7 @@ pub struct Config {
     pub web: WebConfig,
     pub telegram: TelegramConfig,
     pub spotify: SpotifyConfig,
+    pub sharing: SharingConfig,
     pub log: LogConfig,
 }
 
@@ -203,6 +204,49 @@ impl Default for SpotifyConfig {
     }
 }
 
+/// The play-check schedule: first check at `max(track length, min_first_check)` after
+/// sharing, then every `fast_interval` for `fast_for`, then every `slow_interval` until
+/// `give_up_after` after sharing.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SharingConfig {
+    #[serde(with = "humantime_serde")]
+    pub min_first_check: Duration,
+    #[serde(with = "humantime_serde")]
+    pub fast_interval: Duration,
+    #[serde(with = "humantime_serde")]
+    pub fast_for: Duration,
+    #[serde(with = "humantime_serde")]
+    pub slow_interval: Duration,
+    #[serde(with = "humantime_serde")]
+    pub give_up_after: Duration,
+}
+
+impl Default for SharingConfig {
+    fn default() -> Self {
+        let d = segue_bot::sharing::SharingSettings::default();
+        Self {
+            min_first_check: d.min_first_check,
+            fast_interval: d.fast_interval,
+            fast_for: d.fast_for,
+            slow_interval: d.slow_interval,
+            give_up_after: d.give_up_after,
+        }
+    }
+}
+
+impl SharingConfig {
+    pub fn settings(&self) -> segue_bot::sharing::SharingSettings {
+        segue_bot::sharing::SharingSettings {
+            min_first_check: self.min_first_check,
+            fast_interval: self.fast_interval,
+            fast_for: self.fast_for,
+            slow_interval: self.slow_interval,
+            give_up_after: self.give_up_after,
+        }
+    }
+}
+
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct LogConfig {
@@ -352,6 +396,15 @@ impl Config {
         ] {
             if !matches!(url.scheme(), "http" | "https") {
                 problems.push(format!("{key} must be an http:// or https:// URL"));
+            }
+        }
+        for (key, value) in [
+            ("sharing.fast_interval", self.sharing.fast_interval),
+            ("sharing.slow_interval", self.sharing.slow_interval),
+            ("sharing.give_up_after", self.sharing.give_up_after),
+        ] {
+            if value < Duration::from_secs(1) {
+                problems.push(format!("{key} must be at least 1s"));
             }
         }
         if !matches!(self.log.format.as_str(), "text" | "json") {

@@ -226,6 +226,7 @@ async fn link_identity(
     if let Err(e) = spotify.save_link(identity.user_id, grant).await {
         return storage_trouble(e);
     }
+    core.spotify_linked(identity.user_id).await;
     let chat = identity
         .platform
         .parse::<Platform>()

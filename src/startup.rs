@@ -10,10 +10,12 @@ use std::time::Duration;
 use anyhow::Context;
 use segue_bot::crypto::Keys;
 use segue_bot::outbox::OutboxSettings;
+use segue_bot::sharing::Sharing;
 use segue_bot::spotify::{Spotify, SpotifySettings};
 use segue_bot::store::{self, DbOptions};
 use segue_bot::{Core, CoreSettings, Deliver, Metrics, Outbox, Platform, Router, Secret, Store};
 use segue_jobs::WorkerSettings;
+use segue_jobs::play_check::PlayChecks;
 use segue_migrations::{Migrator, MigratorTrait};
 use segue_platforms::telegram::{Limits, Mode, Telegram, TelegramSettings};
 use segue_platforms::web::WebConsole;
@@ -110,6 +112,7 @@ pub struct Application {
     shutdown: CancellationToken,
     admin_token: Secret,
     admin_token_generated: bool,
+    play_checks: PlayChecks,
 }
 
 impl std::fmt::Debug for Application {
@@ -159,6 +162,9 @@ impl Application {
             adapters.iter().map(|a| a.deliverer()).collect();
         deliverers.extend(extras.deliverers);
 
+        let play_checks = PlayChecks::open(&db, config.database.url.expose())
+            .await
+            .context("opening the play-check queue (apalis)")?;
         let store = Arc::new(Store::new(db));
         let keys = Arc::new(Keys::new(&secret_key));
         let spotify = spotify(&config, keys, store.clone());
@@ -169,6 +175,15 @@ impl Application {
             deliverers,
             extras.outbox,
         ));
+        let sharing = spotify.as_ref().map(|spotify| {
+            Arc::new(Sharing::new(
+                config.sharing.settings(),
+                store.clone(),
+                outbox.clone(),
+                spotify.clone(),
+                Arc::new(play_checks.clone()),
+            ))
+        });
         let core = Arc::new(Core {
             store,
             outbox,
@@ -181,6 +196,7 @@ impl Application {
                 web_retention: config.web.retention,
             },
             spotify,
+            sharing,
         });
         let router = Arc::new(Router::new(core.clone()));
         let shutdown = CancellationToken::new();
@@ -215,6 +231,7 @@ impl Application {
             shutdown,
             admin_token,
             admin_token_generated,
+            play_checks,
         })
     }
 
@@ -274,6 +291,13 @@ impl Application {
             },
             shutdown.clone(),
         ));
+        if let Some(sharing) = &self.core.sharing {
+            tasks.push(tokio::spawn(segue_jobs::play_check::run(
+                self.play_checks.clone(),
+                sharing.clone(),
+                shutdown.clone(),
+            )));
+        }
 
         let public = axum::serve(self.listener, self.app)
             .with_graceful_shutdown(shutdown.clone().cancelled_owned());

@@ -64,6 +64,7 @@ fn route(c: &mut Criterion) {
                 web_retention: Duration::from_secs(3600),
             },
             spotify: None,
+            sharing: None,
         })))
     });
     let incoming = |text: &str| Incoming {

@@ -7,6 +7,7 @@ use std::time::Duration;
 use crate::command::CommandTable;
 use crate::metrics::Metrics;
 use crate::outbox::Outbox;
+use crate::sharing::Sharing;
 use crate::spotify::Spotify;
 use crate::store::Store;
 
@@ -33,4 +34,17 @@ pub struct Core {
     pub settings: CoreSettings,
     /// Spotify, when `spotify.client_id` is set.
     pub spotify: Option<Arc<Spotify>>,
+    /// Song sharing and its play checks (needs Spotify).
+    pub sharing: Option<Arc<Sharing>>,
+}
+
+impl Core {
+    /// A user's Spotify link was just made: the shares waiting for it start being watched.
+    pub async fn spotify_linked(&self, user_id: i64) {
+        if let Some(sharing) = &self.sharing
+            && let Err(e) = sharing.resume(user_id).await
+        {
+            tracing::error!(error = %e, user_id, "could not resume watching shares");
+        }
+    }
 }

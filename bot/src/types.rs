@@ -1,5 +1,6 @@
 //! Domain values parsed once at the boundary ("parse, don't validate"): a [`Handle`] is
-//! always valid once it exists.
+//! always valid once it exists, and a [`TrackRef`] is a Spotify track id or words to
+//! search for.
 
 use std::fmt;
 
@@ -81,9 +82,122 @@ impl fmt::Display for Handle {
     }
 }
 
+/// What `/share` was given for the track.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum TrackRef {
+    /// A Spotify track id (22 base62 characters), from an `open.spotify.com` URL (with or
+    /// without `?si=` and locale paths such as `/intl-de/`), a `spotify:track:` URI, or
+    /// bare.
+    Id(String),
+    /// Anything else: words to search for.
+    Search(String),
+}
+
+/// Why a track reference was refused, worded for the person who typed it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TrackRefError {
+    #[error("say which track: a Spotify link, a spotify:track: URI or some words")]
+    Empty,
+    #[error("that's a Spotify {0} link; I can share tracks")]
+    NotATrack(String),
+    #[error("that Spotify link has no valid track id")]
+    BadId,
+    #[error("that's not a Spotify link")]
+    OtherSite,
+}
+
+fn is_track_id(id: &str) -> bool {
+    id.len() == 22 && id.chars().all(|c| c.is_ascii_alphanumeric())
+}
+
+impl TrackRef {
+    pub fn parse(raw: &str) -> Result<Self, TrackRefError> {
+        let raw = raw.trim();
+        if raw.is_empty() {
+            return Err(TrackRefError::Empty);
+        }
+        if let Some(rest) = raw.strip_prefix("spotify:") {
+            let mut parts = rest.split(':');
+            return match (parts.next(), parts.next()) {
+                (Some("track"), Some(id)) if is_track_id(id) => Ok(Self::Id(id.to_owned())),
+                (Some("track"), _) => Err(TrackRefError::BadId),
+                (Some(kind), _) => Err(TrackRefError::NotATrack(kind.to_owned())),
+                (None, _) => Err(TrackRefError::BadId),
+            };
+        }
+        if raw.starts_with("http://") || raw.starts_with("https://") {
+            let url = url::Url::parse(raw).map_err(|_| TrackRefError::OtherSite)?;
+            if !matches!(
+                url.host_str(),
+                Some("open.spotify.com" | "play.spotify.com")
+            ) {
+                return Err(TrackRefError::OtherSite);
+            }
+            let mut segments = url
+                .path_segments()
+                .into_iter()
+                .flatten()
+                .filter(|s| !s.is_empty() && !s.starts_with("intl-"));
+            return match (segments.next(), segments.next()) {
+                (Some("track"), Some(id)) if is_track_id(id) => Ok(Self::Id(id.to_owned())),
+                (Some("track"), _) => Err(TrackRefError::BadId),
+                (Some(kind), _) => Err(TrackRefError::NotATrack(kind.to_owned())),
+                (None, _) => Err(TrackRefError::BadId),
+            };
+        }
+        if is_track_id(raw) && raw.chars().any(|c| c.is_ascii_digit()) {
+            // A bare id, as Spotify's "copy ID" gives it.
+            return Ok(Self::Id(raw.to_owned()));
+        }
+        Ok(Self::Search(
+            raw.split_whitespace().collect::<Vec<_>>().join(" "),
+        ))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn track_refs_from_links_uris_and_words() {
+        let id = "4uLU6hMCjMI75M1A2tKUQC";
+        for raw in [
+            format!("https://open.spotify.com/track/{id}"),
+            format!("https://open.spotify.com/track/{id}?si=abc123"),
+            format!("https://open.spotify.com/intl-de/track/{id}?si=x&utm_source=copy"),
+            format!("spotify:track:{id}"),
+            format!("  http://open.spotify.com/track/{id}/  "),
+            id.to_owned(),
+        ] {
+            assert_eq!(
+                TrackRef::parse(&raw),
+                Ok(TrackRef::Id(id.to_owned())),
+                "{raw}"
+            );
+        }
+        assert_eq!(
+            TrackRef::parse("never  gonna give"),
+            Ok(TrackRef::Search("never gonna give".to_owned()))
+        );
+        assert_eq!(
+            TrackRef::parse("https://open.spotify.com/album/1A2GTWGtFfWp7KSQTwWOyo"),
+            Err(TrackRefError::NotATrack("album".to_owned()))
+        );
+        assert_eq!(
+            TrackRef::parse("https://open.spotify.com/track/short"),
+            Err(TrackRefError::BadId)
+        );
+        assert_eq!(
+            TrackRef::parse("spotify:playlist:37i9dQZF1DXcBWIGoYBM5M"),
+            Err(TrackRefError::NotATrack("playlist".to_owned()))
+        );
+        assert_eq!(
+            TrackRef::parse("https://youtube.com/watch?v=dQw4w9WgXcQ"),
+            Err(TrackRefError::OtherSite)
+        );
+        assert_eq!(TrackRef::parse("  "), Err(TrackRefError::Empty));
+    }
 
     #[test]
     fn parses_and_lowercases() {

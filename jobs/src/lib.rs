@@ -1,7 +1,8 @@
-//! Background workers: the "how" of work that happens after a request. Today the outbox
-//! delivery loop; the apalis play checks join here. [`register_all`] starts every worker.
+//! Background workers: the "how" of work that happens after a request: the outbox
+//! delivery loop ([`register_all`]) and the apalis play checks ([`play_check::run`]).
 
 pub mod deliver;
+pub mod play_check;
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -8,6 +8,7 @@ pub use sea_orm_migration::prelude::*;
 
 mod m20261122_000001_create_core_tables;
 mod m20261122_000002_create_spotify_tables;
+mod m20261122_000003_create_sharing_tables;
 
 /// Every migration, oldest first.
 #[derive(Debug)]
@@ -19,6 +20,7 @@ impl MigratorTrait for Migrator {
         vec![
             Box::new(m20261122_000001_create_core_tables::Migration),
             Box::new(m20261122_000002_create_spotify_tables::Migration),
+            Box::new(m20261122_000003_create_sharing_tables::Migration),
         ]
     }
 }

@@ -1,7 +1,7 @@
 //! Spotify accounts and joining people: a user's Spotify link with its tokens sealed
 //! (`spotify_links`), links made through the generic page waiting for their 16-digit code
-//! (`spotify_link_codes`), OAuth states already used (`used_states`), `/connect` codes
-//! (`connect_codes`), and two settings on `users`: the public now-playing switch and the
+//! (`spotify_link_codes`), OAuth states already used (`used_states`), one-time codes that
+//! belong to a user (`codes`: `/connect`, later `/invite`), and two settings on `users`: the public now-playing switch and the
 //! identity that gets notifications.
 
 use sea_orm_migration::{prelude::*, schema::*};
@@ -55,9 +55,10 @@ enum UsedStates {
 }
 
 #[derive(DeriveIden)]
-enum ConnectCodes {
+enum Codes {
     Table,
     CodeHash,
+    Purpose,
     UserId,
     ExpiresAt,
 }
@@ -134,13 +135,14 @@ impl MigrationTrait for Migration {
         manager
             .create_table(
                 Table::create()
-                    .table(ConnectCodes::Table)
-                    .col(string_len(ConnectCodes::CodeHash, 64).primary_key())
-                    .col(big_integer(ConnectCodes::UserId))
-                    .col(big_integer(ConnectCodes::ExpiresAt))
+                    .table(Codes::Table)
+                    .col(string_len(Codes::CodeHash, 64).primary_key())
+                    .col(string_len(Codes::Purpose, 16))
+                    .col(big_integer(Codes::UserId))
+                    .col(big_integer(Codes::ExpiresAt))
                     .foreign_key(
                         ForeignKey::create()
-                            .from(ConnectCodes::Table, ConnectCodes::UserId)
+                            .from(Codes::Table, Codes::UserId)
                             .to(Users::Table, Users::Id)
                             .on_delete(ForeignKeyAction::Cascade),
                     )
@@ -152,7 +154,7 @@ impl MigrationTrait for Migration {
 
     async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
         for table in [
-            ConnectCodes::Table.into_iden(),
+            Codes::Table.into_iden(),
             UsedStates::Table.into_iden(),
             SpotifyLinkCodes::Table.into_iden(),
             SpotifyLinks::Table.into_iden(),

@@ -12,5 +12,6 @@ mod console;
 mod health;
 mod outbox;
 mod router;
+mod sharing;
 mod spotify;
 mod telegram;

@@ -627,7 +627,7 @@ async fn public_now_playing_api(backend: Backend) {
     assert_eq!(get(api).await.0, 404);
     assert_eq!(
         app.reply(&other, "/np ivy").await,
-        "@ivy keeps their music private."
+        "Only friends can see each other's music, and @ivy isn't your friend yet (/invite)."
     );
     assert_eq!(
         app.reply(&other, "/np nobody").await,
@@ -750,7 +750,7 @@ async fn forget_leaves_no_row_about_the_person(backend: Backend) {
         ("identities", "user_id"),
         ("messages", "user_id"),
         ("spotify_links", "user_id"),
-        ("connect_codes", "user_id"),
+        ("codes", "user_id"),
     ] {
         let n = count(
             &app,

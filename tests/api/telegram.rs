@@ -140,7 +140,7 @@ async fn polling_end_to_end(backend: Backend) {
     let alice = fake.sent_to(123456789);
     assert_eq!(
         alice[0],
-        "I don't know /share. Send /help to see what I can do."
+        "Sharing needs Spotify, and Spotify isn't set up on this Segue yet: the operator needs to set spotify.client_id and spotify.client_secret."
     );
     assert_eq!(
         alice[1],
@@ -213,7 +213,7 @@ async fn webhook_end_to_end(backend: Backend) {
     assert_eq!(
         fake.sent_to(123456789),
         vec![
-            "I don't know /share. Send /help to see what I can do.",
+            "Sharing needs Spotify, and Spotify isn't set up on this Segue yet: the operator needs to set spotify.client_id and spotify.client_secret.",
             "pong"
         ]
     );

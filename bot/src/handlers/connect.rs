@@ -7,10 +7,12 @@ use std::time::Duration;
 use crate::command::{ArgKind, ArgSpec, Args, HandlerResult};
 use crate::crypto::digest_hex;
 use crate::error::CommandError;
+use crate::handlers::friends::{new_code, normalize_code};
 use crate::handlers::link::private_only;
 use crate::ids::now_millis;
 use crate::message::Reply;
 use crate::router::{Ctx, SenderChange};
+use crate::store::entities::code::purpose;
 
 pub const ARGS: &[ArgSpec] = &[ArgSpec::optional(
     "code",
@@ -20,16 +22,6 @@ pub const ARGS: &[ArgSpec] = &[ArgSpec::optional(
 
 /// How long a code works.
 const VALID_FOR: Duration = Duration::from_secs(10 * 60);
-/// No 0/O or 1/I, so codes survive being typed from another screen.
-const ALPHABET: &[u8] = b"ABCDEFGHJKLMNPQRSTUVWXYZ23456789";
-
-/// `abcd-2345` and `ABCD2345` are the same code.
-fn normalize(code: &str) -> String {
-    code.chars()
-        .filter(|c| c.is_ascii_alphanumeric())
-        .map(|c| c.to_ascii_uppercase())
-        .collect()
-}
 
 pub async fn run(ctx: &Ctx, args: Args) -> HandlerResult {
     private_only(ctx, "connect")?;
@@ -40,27 +32,28 @@ pub async fn run(ctx: &Ctx, args: Args) -> HandlerResult {
 }
 
 async fn issue(ctx: &Ctx) -> HandlerResult {
-    let code: String = (0..8)
-        .map(|_| char::from(ALPHABET[rand::random_range(0..ALPHABET.len())]))
-        .collect();
+    let (shown, code) = new_code();
     let expires_at = now_millis() + VALID_FOR.as_millis() as i64;
     ctx.core
         .store
-        .create_connect_code(ctx.person.user_id, &digest_hex(&code), expires_at)
+        .create_code(
+            purpose::CONNECT,
+            ctx.person.user_id,
+            &digest_hex(&code),
+            expires_at,
+        )
         .await?;
     Ok(vec![Reply::text(format!(
         "To join your account on another platform to this one, send this to me there within \
-         10 minutes:\n/connect {}-{}\nThis account keeps its handle @{} and its Spotify link; \
-         the other account's history moves here.",
-        &code[..4],
-        &code[4..],
+         10 minutes:\n/connect {shown}\nThis account keeps its handle @{} and its Spotify \
+         link; the other account's friends, shares and history move here.",
         ctx.person.handle
     ))])
 }
 
 async fn redeem(ctx: &Ctx, code: &str) -> HandlerResult {
     let store = &ctx.core.store;
-    let code = normalize(code);
+    let code = normalize_code(code);
     let invalid = || {
         CommandError::user(
             "That code isn't valid: codes work once, for 10 minutes. Send /connect on your \
@@ -71,7 +64,7 @@ async fn redeem(ctx: &Ctx, code: &str) -> HandlerResult {
         return Err(invalid());
     }
     let Some(keep) = store
-        .claim_connect_code(&digest_hex(&code), now_millis())
+        .claim_code(purpose::CONNECT, &digest_hex(&code), now_millis())
         .await?
     else {
         return Err(invalid());

@@ -75,9 +75,12 @@ async fn redeem(ctx: &Ctx, spotify: &Spotify, code: &str) -> HandlerResult {
         return Err(CommandError::Usage("the code is 16 digits".to_owned()));
     }
     match spotify.redeem_code(ctx.person.user_id, &digits).await? {
-        Ok(name) => Ok(vec![Reply::text(format!(
-            "Done: your Spotify account {name} is linked. Try /np."
-        ))]),
+        Ok(name) => {
+            ctx.core.spotify_linked(ctx.person.user_id).await;
+            Ok(vec![Reply::text(format!(
+                "Done: your Spotify account {name} is linked. Try /np."
+            ))])
+        }
         Err(StateError::Invalid | StateError::Expired | StateError::Used) => {
             Err(CommandError::user(format!(
                 "That code isn't valid: codes work once, for 10 minutes. Get a new one at \

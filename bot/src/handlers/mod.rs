@@ -3,6 +3,7 @@
 
 pub mod connect;
 pub mod forget;
+pub mod friends;
 pub mod handle;
 pub mod help;
 pub mod link;
@@ -11,6 +12,7 @@ pub mod notify;
 pub mod now_playing;
 pub mod ping;
 pub mod public;
+pub mod share;
 pub mod start;
 
 use crate::command::{CommandSpec, CommandTable};
@@ -53,6 +55,55 @@ pub fn table() -> CommandTable {
             description: "Forget your Spotify tokens",
             args: &[],
             handler: handler!(link::unlink),
+        },
+        CommandSpec {
+            name: "invite",
+            aliases: &[],
+            description: "Get a code and the line to send a friend",
+            args: &[],
+            handler: handler!(friends::invite),
+        },
+        CommandSpec {
+            name: "accept",
+            aliases: &[],
+            description: "Become friends with whoever gave you this code",
+            args: friends::ACCEPT_ARGS,
+            handler: handler!(friends::accept),
+        },
+        CommandSpec {
+            name: "friends",
+            aliases: &[],
+            description: "List your friends",
+            args: &[],
+            handler: handler!(friends::friends),
+        },
+        CommandSpec {
+            name: "unfriend",
+            aliases: &[],
+            description: "Stop being friends with someone",
+            args: friends::UNFRIEND_ARGS,
+            handler: handler!(friends::unfriend),
+        },
+        CommandSpec {
+            name: "share",
+            aliases: &[],
+            description: "Share a song with a friend; I tell you when they play it",
+            args: share::SHARE_ARGS,
+            handler: handler!(share::share),
+        },
+        CommandSpec {
+            name: "shares",
+            aliases: &[],
+            description: "What you shared and what was shared with you",
+            args: &[],
+            handler: handler!(share::shares),
+        },
+        CommandSpec {
+            name: "cancel",
+            aliases: &[],
+            description: "Stop watching a share",
+            args: share::CANCEL_ARGS,
+            handler: handler!(share::cancel),
         },
         CommandSpec {
             name: "nowplaying",

@@ -1,5 +1,5 @@
-//! `/nowplaying [friend]` (`/np`): what you, or someone who made it public, play now,
-//! else the last track played.
+//! `/nowplaying [friend]` (`/np`): what you, a friend, or someone who made it public play
+//! now, else the last track played.
 
 use chrono::Utc;
 
@@ -30,11 +30,14 @@ pub async fn run(ctx: &Ctx, args: Args) -> HandlerResult {
             };
             if other.id == ctx.person.user_id {
                 (other.id, None)
-            } else if other.public_now_playing {
+            } else if other.public_now_playing
+                || store.are_friends(ctx.person.user_id, other.id).await?
+            {
                 (other.id, Some(other.handle))
             } else {
                 return Err(CommandError::user(format!(
-                    "@{} keeps their music private.",
+                    "Only friends can see each other's music, and @{} isn't your friend yet \
+                     (/invite).",
                     other.handle
                 )));
             }
@@ -70,7 +73,7 @@ fn describe(subject: &str, l: &Listening, third_person: bool) -> Reply {
     };
     let mut text = format!("{subject} {verb} {}", l.item.describe());
     if let Some(at) = l.played_at {
-        text.push_str(&format!(" ({})", ago(Utc::now() - at)));
+        text.push_str(&format!(" ({})", crate::when::ago(Utc::now() - at)));
     }
     text.push('.');
     let mut reply = Reply::text(text);
@@ -78,17 +81,4 @@ fn describe(subject: &str, l: &Listening, third_person: bool) -> Reply {
         reply = reply.with_button(Button::link("Open in Spotify", url));
     }
     reply
-}
-
-/// "just now", "5 minutes ago", "3 hours ago", "2 days ago".
-pub(crate) fn ago(d: chrono::TimeDelta) -> String {
-    let minutes = d.num_minutes();
-    match minutes {
-        m if m < 1 => "just now".to_owned(),
-        1 => "a minute ago".to_owned(),
-        m if m < 60 => format!("{m} minutes ago"),
-        m if m < 120 => "an hour ago".to_owned(),
-        m if m < 48 * 60 => format!("{} hours ago", m / 60),
-        m => format!("{} days ago", m / (24 * 60)),
-    }
 }

@@ -18,7 +18,7 @@ use std::time::Duration;
 use rspotify::AuthCodeSpotify;
 
 pub use link::{LinkState, StateError};
-pub use playing::{Item, ItemKind, Listening, NowPlaying};
+pub use playing::{Item, ItemKind, Listening, NowPlaying, Play};
 pub use vault::Grant;
 
 use crate::crypto::{CryptoError, Keys};

@@ -9,7 +9,8 @@ use std::time::Instant;
 use chrono::{DateTime, Utc};
 use rspotify::AuthCodeSpotify;
 use rspotify::clients::OAuthClient;
-use rspotify::model::{AdditionalType, FullTrack, PlayableItem};
+use rspotify::model::{AdditionalType, FullTrack, PlayableItem, TimeLimits};
+use rspotify::prelude::Id;
 
 use super::{NOW_PLAYING_CACHE, Spotify, SpotifyError, slot};
 
@@ -47,6 +48,17 @@ pub struct Listening {
 
 /// What someone plays: `None` when Spotify knows of nothing played lately.
 pub type NowPlaying = Option<Listening>;
+
+/// One entry of someone's recently-played history.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Play {
+    pub track_id: String,
+    /// Unix milliseconds.
+    pub played_at: i64,
+}
+
+/// Pages of history read per call at most (Spotify keeps the last 50 plays anyway).
+const HISTORY_PAGES: usize = 4;
 
 pub(super) struct Cached {
     at: Instant,
@@ -124,6 +136,53 @@ impl Spotify {
             answer,
         });
         answer
+    }
+
+    /// The plays after `after_ms` (Unix ms), oldest first: the `after` cursor, so each
+    /// call reads only what is new.
+    pub async fn recently_played(
+        &self,
+        user_id: i64,
+        after_ms: i64,
+    ) -> Result<Vec<Play>, SpotifyError> {
+        let mut plays = Vec::new();
+        let mut after = after_ms;
+        for _ in 0..HISTORY_PAGES {
+            let since = chrono::DateTime::from_timestamp_millis(after).unwrap_or_default();
+            let page = self
+                .as_user(
+                    user_id,
+                    "recently-played",
+                    |c: AuthCodeSpotify| async move {
+                        c.current_user_recently_played(Some(50), Some(TimeLimits::After(since)))
+                            .await
+                    },
+                )
+                .await?;
+            let full = page.items.len() == 50;
+            let mut batch: Vec<Play> = page
+                .items
+                .iter()
+                .filter_map(|p| {
+                    Some(Play {
+                        track_id: p.track.id.as_ref()?.id().to_owned(),
+                        played_at: p.played_at.timestamp_millis(),
+                    })
+                })
+                .collect();
+            batch.sort_by_key(|p| p.played_at);
+            match batch.last() {
+                Some(last) if full && last.played_at > after => after = last.played_at,
+                _ => {
+                    plays.extend(batch);
+                    break;
+                }
+            }
+            plays.extend(batch);
+        }
+        plays.sort_by_key(|p| p.played_at);
+        plays.dedup();
+        Ok(plays)
     }
 
     async fn fetch_now_playing(&self, user_id: i64) -> Result<NowPlaying, SpotifyError> {

@@ -1,14 +1,16 @@
 //! A person's settings and life cycle: the public now-playing switch, where notifications
-//! go, `/connect` codes that join two users into one, and `/forget`, which deletes
+//! go, one-time codes (`/connect`, `/invite`), joining two users into one, and `/forget`, which deletes
 //! everything kept about someone.
 
-use sea_orm::sea_query::Expr;
+use sea_orm::sea_query::{Expr, ExprTrait};
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder, Set,
     TransactionTrait,
 };
 
-use super::entities::{chat, connect_code, identity, message, spotify_link, user};
+use super::entities::{
+    chat, code, friend_watch, friendship, identity, message, share, spotify_link, user,
+};
 use super::{Store, StoreError};
 use crate::message::{ChatAddress, Platform};
 
@@ -19,6 +21,27 @@ impl Store {
             .filter(user::Column::Handle.eq(handle.trim_start_matches('@').to_lowercase()))
             .one(&self.db)
             .await?)
+    }
+
+    /// The user behind a platform username (Telegram's `@name`), ignoring case.
+    pub async fn user_by_username(
+        &self,
+        platform: Platform,
+        username: &str,
+    ) -> Result<Option<user::Model>, StoreError> {
+        use sea_orm::sea_query::Func;
+        let found = identity::Entity::find()
+            .filter(identity::Column::Platform.eq(platform.as_str()))
+            .filter(
+                Expr::expr(Func::lower(Expr::col(identity::Column::Username)))
+                    .eq(username.to_lowercase()),
+            )
+            .one(&self.db)
+            .await?;
+        match found {
+            Some(i) => self.user(i.user_id).await,
+            None => Ok(None),
+        }
     }
 
     pub async fn user(&self, user_id: i64) -> Result<Option<user::Model>, StoreError> {
@@ -79,15 +102,18 @@ impl Store {
         }))
     }
 
-    /// Issues a `/connect` code (stored as its hash) for `user_id`, valid until `expires_at`.
-    pub async fn create_connect_code(
+    /// Issues a one-time code (stored as its hash) for `user_id`, valid until
+    /// `expires_at`; `purpose` is one of [`code::purpose`].
+    pub async fn create_code(
         &self,
+        purpose: &str,
         user_id: i64,
         code_hash: &str,
         expires_at: i64,
     ) -> Result<(), StoreError> {
-        connect_code::ActiveModel {
+        code::ActiveModel {
             code_hash: Set(code_hash.to_owned()),
+            purpose: Set(purpose.to_owned()),
             user_id: Set(user_id),
             expires_at: Set(expires_at),
         }
@@ -96,29 +122,33 @@ impl Store {
         Ok(())
     }
 
-    /// Takes a `/connect` code once; the user who issued it.
-    pub async fn claim_connect_code(
+    /// Takes a one-time code for `purpose` once (of two concurrent claims one wins); the
+    /// user it stands for.
+    pub async fn claim_code(
         &self,
+        purpose: &str,
         code_hash: &str,
         now: i64,
     ) -> Result<Option<i64>, StoreError> {
-        use connect_code::Column as C;
-        let Some(row) = connect_code::Entity::find_by_id(code_hash.to_owned())
+        use code::Column as C;
+        let Some(row) = code::Entity::find_by_id(code_hash.to_owned())
+            .filter(C::Purpose.eq(purpose))
             .filter(C::ExpiresAt.gt(now))
             .one(&self.db)
             .await?
         else {
             return Ok(None);
         };
-        let taken = connect_code::Entity::delete_many()
+        let taken = code::Entity::delete_many()
             .filter(C::CodeHash.eq(code_hash))
             .exec(&self.db)
             .await?;
         Ok((taken.rows_affected == 1).then_some(row.user_id))
     }
 
-    /// Joins `gone` into `keep`: identities and message history move over; `keep` keeps
-    /// its handle, settings and Spotify link (it takes `gone`'s link when it has none).
+    /// Joins `gone` into `keep`: identities, message history, friends and shares move
+    /// over; `keep` keeps its handle, settings and Spotify link (it takes `gone`'s link
+    /// when it has none).
     /// Returns whether a Spotify link moved. Everything happens in one transaction.
     pub async fn merge_users(&self, keep: i64, gone: i64) -> Result<bool, StoreError> {
         let txn = self.db.begin().await?;
@@ -148,10 +178,48 @@ impl Store {
                 .rows_affected
                 > 0
         };
-        connect_code::Entity::delete_many()
-            .filter(connect_code::Column::UserId.eq(gone))
+        code::Entity::delete_many()
+            .filter(code::Column::UserId.eq(gone))
             .exec(&txn)
             .await?;
+        // Friends and shares move over; `keep` can't befriend itself.
+        let friends: Vec<i64> = friendship::Entity::find()
+            .filter(friendship::Column::UserId.eq(gone))
+            .all(&txn)
+            .await?
+            .into_iter()
+            .map(|f| f.friend_id)
+            .filter(|f| *f != keep)
+            .collect();
+        friendship::Entity::delete_many()
+            .filter(
+                friendship::Column::UserId
+                    .eq(gone)
+                    .or(friendship::Column::FriendId.eq(gone)),
+            )
+            .exec(&txn)
+            .await?;
+        let now = crate::ids::now_millis();
+        for friend in friends {
+            for (user_id, friend_id) in [(keep, friend), (friend, keep)] {
+                friendship::Entity::insert(friendship::ActiveModel {
+                    user_id: Set(user_id),
+                    friend_id: Set(friend_id),
+                    created_at: Set(now),
+                })
+                .on_conflict_do_nothing()
+                .exec_without_returning(&txn)
+                .await?;
+            }
+        }
+        for column in [share::Column::SharerId, share::Column::FriendId] {
+            share::Entity::update_many()
+                .col_expr(column, Expr::value(keep))
+                .filter(column.eq(gone))
+                .exec(&txn)
+                .await?;
+        }
+        friend_watch::Entity::delete_by_id(gone).exec(&txn).await?;
         user::Entity::delete_by_id(gone).exec(&txn).await?;
         txn.commit().await?;
         self.forget_cached_user(keep);
@@ -161,8 +229,8 @@ impl Store {
     }
 
     /// Deletes everything kept about a user: the user, their identities and sessions,
-    /// Spotify link, codes, their private chats and every message from, to or about
-    /// them.
+    /// Spotify link, codes, friendships, shares from and to them, their private chats
+    /// and every message from, to or about them.
     pub async fn forget_user(&self, user_id: i64) -> Result<(), StoreError> {
         let identities = identity::Entity::find()
             .filter(identity::Column::UserId.eq(user_id))
@@ -238,8 +306,25 @@ async fn delete_user_rows(db: &impl ConnectionTrait, user_id: i64) -> Result<(),
         .exec(db)
         .await?;
     spotify_link::Entity::delete_by_id(user_id).exec(db).await?;
-    connect_code::Entity::delete_many()
-        .filter(connect_code::Column::UserId.eq(user_id))
+    friendship::Entity::delete_many()
+        .filter(
+            friendship::Column::UserId
+                .eq(user_id)
+                .or(friendship::Column::FriendId.eq(user_id)),
+        )
+        .exec(db)
+        .await?;
+    share::Entity::delete_many()
+        .filter(
+            share::Column::SharerId
+                .eq(user_id)
+                .or(share::Column::FriendId.eq(user_id)),
+        )
+        .exec(db)
+        .await?;
+    friend_watch::Entity::delete_by_id(user_id).exec(db).await?;
+    code::Entity::delete_many()
+        .filter(code::Column::UserId.eq(user_id))
         .exec(db)
         .await?;
     user::Entity::delete_by_id(user_id).exec(db).await?;

@@ -31,7 +31,7 @@ pub struct NewMessage {
 }
 
 impl NewMessage {
-    fn into_active(self) -> message::ActiveModel {
+    pub(super) fn into_active(self) -> message::ActiveModel {
         message::ActiveModel {
             id: Set(self.id),
             direction: Set(if self.inbound { "in" } else { "out" }.to_owned()),
@@ -173,6 +173,8 @@ impl Store {
             .col_expr(message::Column::NextAttemptAt, Expr::value(next_attempt_at))
             .col_expr(message::Column::FinishedAt, Expr::value(finished))
             .filter(message::Column::Id.eq(id))
+            // A console stream may have delivered it meanwhile: that stands.
+            .filter(message::Column::Status.eq(status::PENDING))
             .exec(&self.db)
             .await?;
         Ok(())
@@ -210,17 +212,12 @@ impl Store {
             .filter(message::Column::Platform.eq(chat.platform.as_str()))
             .filter(message::Column::ChatId.eq(&chat.chat_id))
             .filter(message::Column::Direction.eq("out"))
-            .filter(
-                Condition::any()
-                    .add(message::Column::Status.eq(status::HELD))
-                    // Pending and not claimed: a claimed row is being delivered right now
-                    // and reaches an open stream through the hub.
-                    .add(
-                        Condition::all()
-                            .add(message::Column::Status.eq(status::PENDING))
-                            .add(message::Column::NextAttemptAt.lte(now_millis())),
-                    ),
-            )
+            // Pending rows too, claimed ones included: a delivery attempt in flight may
+            // have found no stream open a moment before this one subscribed, and is about
+            // to mark the row held. The stream sends it now; ids dedupe a copy that also
+            // comes through the hub, and the attempt's result can't undo "delivered"
+            // (`finish_attempt` only finishes pending rows).
+            .filter(message::Column::Status.is_in([status::HELD, status::PENDING]))
             .order_by_asc(message::Column::Id)
             .all(&self.db)
             .await?)

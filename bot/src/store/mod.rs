@@ -7,6 +7,7 @@ mod lifecycle;
 mod messages;
 mod people;
 mod sessions;
+mod sharing;
 mod spotify;
 mod writer;
 
@@ -31,6 +32,9 @@ pub enum StoreError {
     /// Someone else already has that handle.
     #[error("that handle is taken")]
     HandleTaken,
+    /// A unique value (a share's short id) is taken: pick another and try again.
+    #[error("a unique value is taken")]
+    Duplicate,
     /// The group-commit writer has stopped (the process is shutting down).
     #[error("the database writer has stopped")]
     WriterStopped,

@@ -130,9 +130,9 @@ impl Store {
         Ok(matches!(res, TryInsertResult::Inserted(n) if n > 0))
     }
 
-    /// Deletes expired one-time things: parked links, spent states, connect codes.
+    /// Deletes expired one-time things: parked links, spent states, codes.
     pub async fn prune_expired(&self, now: i64) -> Result<u64, StoreError> {
-        use super::entities::connect_code;
+        use super::entities::code;
         let mut n = spotify_link_code::Entity::delete_many()
             .filter(spotify_link_code::Column::ExpiresAt.lte(now))
             .exec(&self.db)
@@ -143,8 +143,8 @@ impl Store {
             .exec(&self.db)
             .await?
             .rows_affected;
-        n += connect_code::Entity::delete_many()
-            .filter(connect_code::Column::ExpiresAt.lte(now))
+        n += code::Entity::delete_many()
+            .filter(code::Column::ExpiresAt.lte(now))
             .exec(&self.db)
             .await?
             .rows_affected;

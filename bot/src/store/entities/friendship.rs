@@ -1,15 +1,15 @@
-//! `connect_codes`: `/connect` codes that join another platform's account to this user.
-//! Only the code's SHA-256 is stored.
+//! `friendships`: one row per direction, so "my friends" is one indexed lookup.
 
 use sea_orm::entity::prelude::*;
 
 #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
-#[sea_orm(table_name = "connect_codes")]
+#[sea_orm(table_name = "friendships")]
 pub struct Model {
     #[sea_orm(primary_key, auto_increment = false)]
-    pub code_hash: String,
     pub user_id: i64,
-    pub expires_at: i64,
+    #[sea_orm(primary_key, auto_increment = false)]
+    pub friend_id: i64,
+    pub created_at: i64,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

@@ -1,0 +1,513 @@
+//! Song sharing: a share is stored, the friend gets the track, and play checks run on the
+//! `[sharing]` schedule (first at `max(track length, min_first_check)`, then every
+//! `fast_interval` for `fast_for`, then every `slow_interval` until `give_up_after`).
+//!
+//! Each share has one job per check ([`PlayCheck`]); a check reads the friend's
+//! recently-played history after a per-friend cursor and answers *every* pending share to
+//! that friend at once, so checks due together for one friend cost one Spotify call.
+//! Every state change is a conditional update: a retried or duplicated job notifies
+//! nobody twice, and the notice is recorded in the same transaction as the change.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use chrono::TimeDelta;
+
+use crate::ids::now_millis;
+use crate::jobs::{CheckQueue, PlayCheck};
+use crate::message::{Button, Outgoing, Reply};
+use crate::outbox::Outbox;
+use crate::spotify::{Spotify, SpotifyError};
+use crate::store::entities::share::{self, status};
+use crate::store::entities::user;
+use crate::store::{NewMessage, Store, StoreError};
+use crate::when::{ago, span};
+
+/// The `[sharing]` schedule.
+#[derive(Clone, Debug)]
+pub struct SharingSettings {
+    pub min_first_check: Duration,
+    pub fast_interval: Duration,
+    pub fast_for: Duration,
+    pub slow_interval: Duration,
+    pub give_up_after: Duration,
+}
+
+impl Default for SharingSettings {
+    fn default() -> Self {
+        Self {
+            min_first_check: Duration::from_secs(30),
+            fast_interval: Duration::from_secs(5 * 60),
+            fast_for: Duration::from_secs(3600),
+            slow_interval: Duration::from_secs(3600),
+            give_up_after: Duration::from_secs(7 * 24 * 3600),
+        }
+    }
+}
+
+fn ms(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
+
+impl SharingSettings {
+    /// The first check: after the song could have been heard once.
+    pub fn first_check(&self, shared_at: i64, duration_ms: i64) -> i64 {
+        shared_at + duration_ms.max(ms(self.min_first_check))
+    }
+
+    /// The check after one made at `now`, or `None` when the watch is over.
+    pub fn next_check(&self, shared_at: i64, duration_ms: i64, now: i64) -> Option<i64> {
+        let give_up = shared_at.saturating_add(ms(self.give_up_after));
+        if now >= give_up {
+            return None;
+        }
+        let first = self.first_check(shared_at, duration_ms);
+        let next = if now < first {
+            first
+        } else if now < first.saturating_add(ms(self.fast_for)) {
+            now + ms(self.fast_interval)
+        } else {
+            now + ms(self.slow_interval)
+        };
+        Some(next.min(give_up))
+    }
+}
+
+/// Retry a check this long after Spotify failed (or its `Retry-After`, when longer).
+const RETRY_AFTER_FAILURE: Duration = Duration::from_secs(60);
+
+/// Why a share could not be made.
+#[derive(Debug, thiserror::Error)]
+pub enum ShareError {
+    /// The friend has no platform we can reach them on.
+    #[error("the friend can't be reached")]
+    Unreachable,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// A share just made.
+#[derive(Debug)]
+pub struct Shared {
+    pub share: share::Model,
+    /// Whether the watch started (the friend has a working Spotify link).
+    pub watched: bool,
+}
+
+/// The sharing service: one per process.
+pub struct Sharing {
+    settings: SharingSettings,
+    store: Arc<Store>,
+    outbox: Arc<Outbox>,
+    spotify: Arc<Spotify>,
+    queue: Arc<dyn CheckQueue>,
+    /// One sweep per friend at a time (in this process).
+    friends: Mutex<HashMap<i64, Arc<tokio::sync::Mutex<()>>>>,
+}
+
+impl std::fmt::Debug for Sharing {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sharing")
+            .field("settings", &self.settings)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Short ids: lowercase letters and digits without look-alikes.
+const SHORT_ALPHABET: &[u8] = b"abcdefghjkmnpqrstuvwxyz23456789";
+
+impl Sharing {
+    pub fn new(
+        settings: SharingSettings,
+        store: Arc<Store>,
+        outbox: Arc<Outbox>,
+        spotify: Arc<Spotify>,
+        queue: Arc<dyn CheckQueue>,
+    ) -> Self {
+        Self {
+            settings,
+            store,
+            outbox,
+            spotify,
+            queue,
+            friends: Mutex::default(),
+        }
+    }
+
+    pub fn settings(&self) -> &SharingSettings {
+        &self.settings
+    }
+
+    pub fn spotify(&self) -> &Arc<Spotify> {
+        &self.spotify
+    }
+
+    /// Shares a track with a friend: stores the share, sends the friend the track and
+    /// schedules the first check (when the friend's Spotify is linked).
+    pub async fn share(
+        &self,
+        sharer: &user::Model,
+        friend: &user::Model,
+        track: &crate::spotify::Item,
+        track_id: &str,
+        duration_ms: i64,
+    ) -> Result<Shared, ShareError> {
+        let Some(address) = self.store.notify_address(friend.id).await? else {
+            return Err(ShareError::Unreachable);
+        };
+        let watched = self
+            .store
+            .spotify_link(friend.id)
+            .await?
+            .is_some_and(|l| l.broken_at.is_none());
+        let now = now_millis();
+        let mut row = share::Model {
+            id: self.store.next_id(),
+            short_id: String::new(),
+            sharer_id: sharer.id,
+            friend_id: friend.id,
+            track_id: track_id.to_owned(),
+            track_name: track.title.clone(),
+            track_artist: track.by.clone(),
+            track_url: track.url.clone(),
+            duration_ms,
+            shared_at: now,
+            status: if watched {
+                status::PENDING
+            } else {
+                status::WAITING
+            }
+            .to_owned(),
+            next_check_at: watched.then(|| self.settings.first_check(now, duration_ms)),
+            scheduled: false,
+            played_at: None,
+            finished_at: None,
+        };
+        let mut tries = 0;
+        loop {
+            row.short_id = (0..6)
+                .map(|_| char::from(SHORT_ALPHABET[rand::random_range(0..SHORT_ALPHABET.len())]))
+                .collect();
+            match self.store.insert_share(row.clone()).await {
+                Ok(()) => break,
+                Err(StoreError::Duplicate) if tries < 5 => tries += 1,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        let mut reply = Reply::text(format!(
+            "@{} shared {} with you.",
+            sharer.handle,
+            describe(&row)
+        ));
+        if let Some(url) = &row.track_url {
+            reply = reply.with_button(Button::link("Listen on Spotify", url));
+        }
+        let mut out = Outgoing::new(address, reply);
+        out.user_id = Some(friend.id);
+        self.outbox.send(vec![out]).await?;
+        if let Some(due_at) = row.next_check_at {
+            self.schedule(row.id, due_at).await;
+        }
+        tracing::info!(
+            share = row.id,
+            sharer = sharer.id,
+            friend = friend.id,
+            watched,
+            "shared"
+        );
+        Ok(Shared {
+            share: row,
+            watched,
+        })
+    }
+
+    /// Stops watching a share (its sharer asked); `false` when it was already over.
+    pub async fn cancel(&self, share_id: i64) -> Result<bool, StoreError> {
+        self.store
+            .finish_share(share_id, status::CANCELLED, None, now_millis(), Vec::new())
+            .await
+    }
+
+    /// Starts watching the shares waiting for this friend to link Spotify (or paused by a
+    /// broken link): their next check is due now.
+    pub async fn resume(&self, friend_id: i64) -> Result<usize, StoreError> {
+        let resumed = self.store.resume_shares_to(friend_id, now_millis()).await?;
+        for (id, due_at) in &resumed {
+            self.schedule(*id, *due_at).await;
+        }
+        if !resumed.is_empty() {
+            tracing::info!(friend = friend_id, shares = resumed.len(), "watch resumed");
+        }
+        Ok(resumed.len())
+    }
+
+    /// Enqueues the checks of watched shares that have none recorded (the process stopped
+    /// between deciding a check and enqueuing it). Duplicates are harmless: only one job
+    /// per check claims the next one.
+    pub async fn reconcile(&self) -> Result<usize, StoreError> {
+        let mut total = 0;
+        loop {
+            let missing = self.store.unscheduled_checks(500).await?;
+            if missing.is_empty() {
+                return Ok(total);
+            }
+            let n = missing.len();
+            for (id, due_at) in missing {
+                if !self.schedule(id, due_at).await {
+                    // The queue is down: try again at the next reconcile.
+                    return Ok(total);
+                }
+            }
+            total += n;
+            if n < 500 {
+                return Ok(total);
+            }
+        }
+    }
+
+    /// Enqueues a check and records that it is; `false` when the queue refused.
+    async fn schedule(&self, share_id: i64, due_at: i64) -> bool {
+        match self.queue.enqueue(PlayCheck { share_id, due_at }).await {
+            Ok(()) => {
+                if let Err(e) = self.store.mark_scheduled(share_id, due_at).await {
+                    tracing::warn!(error = %e, share = share_id, "could not mark a check scheduled; it will be reconciled");
+                }
+                true
+            }
+            Err(e) => {
+                tracing::error!(error = %e, share = share_id, "could not enqueue a play check; it will be reconciled");
+                false
+            }
+        }
+    }
+
+    /// Runs one play check (the job). `Err` only for storage failures: the job is retried.
+    pub async fn run_check(&self, check: PlayCheck) -> Result<(), StoreError> {
+        let Some(share) = self.store.share(check.share_id).await? else {
+            return Ok(());
+        };
+        if share.status != status::PENDING || share.next_check_at != Some(check.due_at) {
+            tracing::debug!(share = share.id, "check superseded");
+            return Ok(());
+        }
+        let now = now_millis();
+        match self.sweep_friend(share.friend_id, check.due_at).await {
+            Ok(()) => {}
+            Err(SpotifyError::NotLinked | SpotifyError::LinkBroken) => {
+                return self.pause(share.friend_id).await;
+            }
+            Err(SpotifyError::Store(e)) => return Err(e),
+            Err(e) => {
+                let wait = match e {
+                    SpotifyError::RateLimited(d) => d.max(RETRY_AFTER_FAILURE),
+                    _ => RETRY_AFTER_FAILURE,
+                };
+                tracing::warn!(error = %e, share = share.id, ?wait, "play check failed; rescheduled");
+                return self.claim_next(&share, check.due_at, now + ms(wait)).await;
+            }
+        }
+        let Some(share) = self.store.share(check.share_id).await? else {
+            return Ok(());
+        };
+        if share.status != status::PENDING {
+            return Ok(());
+        }
+        match self
+            .settings
+            .next_check(share.shared_at, share.duration_ms, now)
+        {
+            Some(next) => self.claim_next(&share, check.due_at, next).await,
+            None => self.give_up(&share, now).await,
+        }
+    }
+
+    async fn claim_next(
+        &self,
+        share: &share::Model,
+        due_at: i64,
+        next: i64,
+    ) -> Result<(), StoreError> {
+        if self.store.claim_check(share.id, due_at, next).await? {
+            self.schedule(share.id, next).await;
+        }
+        Ok(())
+    }
+
+    /// Reads the friend's new plays (unless a read since `due_at` already covered them)
+    /// and finishes every pending share to them that was played.
+    async fn sweep_friend(&self, friend_id: i64, due_at: i64) -> Result<(), SpotifyError> {
+        let lock = {
+            let mut friends = self.friends.lock().unwrap_or_else(|e| e.into_inner());
+            if friends.len() > 100_000 {
+                friends.retain(|_, l| Arc::strong_count(l) > 1);
+            }
+            friends.entry(friend_id).or_default().clone()
+        };
+        let _turn = lock.lock().await;
+        let watch = self.store.friend_watch(friend_id).await?;
+        if watch.as_ref().is_some_and(|w| w.fetched_at >= due_at) {
+            return Ok(());
+        }
+        let pending = self.store.pending_shares_to(friend_id).await?;
+        let Some(oldest) = pending.iter().map(|s| s.shared_at).min() else {
+            return Ok(());
+        };
+        let after = watch.map_or(oldest - 1, |w| w.cursor_ms);
+        let started = now_millis();
+        let plays = self.spotify.recently_played(friend_id, after).await?;
+        let mut played = 0;
+        for share in &pending {
+            let hit = plays
+                .iter()
+                .find(|p| p.track_id == share.track_id && p.played_at >= share.shared_at);
+            if let Some(play) = hit
+                && self.finish_played(share, play.played_at).await?
+            {
+                played += 1;
+            }
+        }
+        let cursor = plays
+            .iter()
+            .map(|p| p.played_at)
+            .max()
+            .unwrap_or(after)
+            .max(after);
+        self.store
+            .save_friend_watch(friend_id, cursor, started)
+            .await?;
+        tracing::debug!(
+            friend = friend_id,
+            plays = plays.len(),
+            pending = pending.len(),
+            played,
+            "friend swept"
+        );
+        Ok(())
+    }
+
+    async fn finish_played(
+        &self,
+        share: &share::Model,
+        played_at: i64,
+    ) -> Result<bool, StoreError> {
+        let friend = self.handle(share.friend_id).await?;
+        let after = span(TimeDelta::milliseconds(played_at - share.shared_at));
+        let text = format!(
+            "@{friend} played {}, {after} after you shared it.",
+            describe(share)
+        );
+        let notices = self.notice(share.sharer_id, text).await?;
+        let done = self
+            .store
+            .finish_share(
+                share.id,
+                status::PLAYED,
+                Some(played_at),
+                now_millis(),
+                notices,
+            )
+            .await?;
+        if done {
+            self.outbox.wake();
+            tracing::info!(share = share.id, "share played");
+        }
+        Ok(done)
+    }
+
+    async fn give_up(&self, share: &share::Model, now: i64) -> Result<(), StoreError> {
+        let friend = self.handle(share.friend_id).await?;
+        let text = format!(
+            "@{friend} hasn't played {}, which you shared {}, so I stopped watching.",
+            describe(share),
+            ago(TimeDelta::milliseconds(now - share.shared_at))
+        );
+        let notices = self.notice(share.sharer_id, text).await?;
+        if self
+            .store
+            .finish_share(share.id, status::EXPIRED, None, now, notices)
+            .await?
+        {
+            self.outbox.wake();
+            tracing::info!(share = share.id, "share expired");
+        }
+        Ok(())
+    }
+
+    /// The friend's Spotify link is gone or broken: pause the watch on every share to
+    /// them and ask them, once, to link again.
+    async fn pause(&self, friend_id: i64) -> Result<(), StoreError> {
+        let paused = self.store.pause_shares_to(friend_id).await?;
+        if paused == 0 {
+            return Ok(());
+        }
+        tracing::info!(
+            friend = friend_id,
+            paused,
+            "watch paused: Spotify link broken"
+        );
+        let notices = self
+            .notice(
+                friend_id,
+                "I can't see your Spotify any more, so I can't tell your friends when you play \
+                 what they shared. Send /link to connect it again."
+                    .to_owned(),
+            )
+            .await?;
+        self.store.record(notices).await?;
+        self.outbox.wake();
+        Ok(())
+    }
+
+    /// The outbox rows telling `user_id` something, on their notification platform (none
+    /// when they can't be reached anywhere).
+    async fn notice(&self, user_id: i64, text: String) -> Result<Vec<NewMessage>, StoreError> {
+        let Some(to) = self.store.notify_address(user_id).await? else {
+            tracing::info!(user_id, "nobody to tell: no reachable platform");
+            return Ok(Vec::new());
+        };
+        let mut out = Outgoing::new(to, Reply::text(text));
+        out.user_id = Some(user_id);
+        Ok(self.outbox.rows_for(out, None, false).0)
+    }
+
+    async fn handle(&self, user_id: i64) -> Result<String, StoreError> {
+        Ok(self
+            .store
+            .user(user_id)
+            .await?
+            .map_or_else(|| "someone".to_owned(), |u| u.handle))
+    }
+}
+
+/// `‘Song’ by Artist`.
+pub fn describe(share: &share::Model) -> String {
+    format!("‘{}’ by {}", share.track_name, share.track_artist)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_schedule_goes_fast_then_slow_then_gives_up() {
+        let s = SharingSettings::default();
+        let min = 60_000;
+        let t0 = 1_000_000;
+        // A 3-minute song: first check after 3 minutes; a 10-second one: after 30 s.
+        assert_eq!(s.first_check(t0, 180_000), t0 + 3 * min);
+        assert_eq!(s.first_check(t0, 10_000), t0 + 30_000);
+        let first = s.first_check(t0, 180_000);
+        assert_eq!(s.next_check(t0, 180_000, t0), Some(first));
+        assert_eq!(s.next_check(t0, 180_000, first), Some(first + 5 * min));
+        let late = first + 61 * min;
+        assert_eq!(s.next_check(t0, 180_000, late), Some(late + 60 * min));
+        let week = 7 * 24 * 60 * min;
+        assert_eq!(
+            s.next_check(t0, 180_000, t0 + week - 10 * min),
+            Some(t0 + week),
+            "the last check is at give-up time"
+        );
+        assert_eq!(s.next_check(t0, 180_000, t0 + week), None);
+    }
+}

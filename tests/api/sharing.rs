@@ -1,0 +1,576 @@
+//! Friends and song sharing end to end, against the fake Spotify (and the fake Telegram
+//! for a second platform): invite/accept, `/share`, the apalis play checks on a short
+//! configured schedule (the week-long schedule runs in seconds), the played and give-up
+//! notices exactly once, cancel, non-friends, a friend who links later, a broken link,
+//! coalesced Spotify calls, restarts and reconcile, and `run_at` honoured to the second.
+
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use sea_orm::{ConnectionTrait, Statement};
+use segue_bot::jobs::PlayCheck;
+
+use crate::fake_spotify::{CLIENT_ID, CLIENT_SECRET, FakeSpotify};
+use crate::fake_telegram::FakeTelegram;
+use crate::helpers::{
+    Backend, SseReader, TestApp, TestDb, backend_tests, eventually, spawn_app_at_own_url,
+};
+
+backend_tests!(
+    share_across_platforms_and_hear_it_played,
+    give_up_cancel_and_non_friends,
+    checks_for_one_friend_share_one_spotify_call,
+    friend_links_later_and_broken_links_pause,
+    restart_and_reconcile_keep_every_share_watched,
+    a_retried_check_notifies_once,
+    run_at_is_honoured_to_the_second,
+);
+
+/// Short songs, so the first check isn't a whole song away.
+const SHORT: &str = "1ShortSongForTests0001";
+const OTHER: &str = "1ShortSongForTests0002";
+
+fn short_schedule(c: &mut segue::Config) {
+    c.sharing.min_first_check = Duration::from_secs(1);
+    c.sharing.fast_interval = Duration::from_secs(1);
+    c.sharing.fast_for = Duration::from_secs(2);
+    c.sharing.slow_interval = Duration::from_secs(2);
+    c.sharing.give_up_after = Duration::from_secs(6);
+}
+
+async fn fake() -> FakeSpotify {
+    let fake = FakeSpotify::start().await;
+    fake.add_track(SHORT, "Short Song", "The Testers", 1000);
+    fake.add_track(OTHER, "Zebra Crossing", "The Testers", 1000);
+    fake
+}
+
+fn spotify_config(c: &mut segue::Config, fake: &FakeSpotify) {
+    c.spotify.client_id = CLIENT_ID.to_owned();
+    c.spotify.client_secret = segue_bot::Secret::new(CLIENT_SECRET);
+    c.spotify.accounts_url = fake.accounts_url().parse().unwrap();
+    c.spotify.api_url = fake.api_url().parse().unwrap();
+}
+
+async fn spawn(db: &TestDb, fake: &FakeSpotify) -> TestApp {
+    let fake = fake.clone();
+    spawn_app_at_own_url(db, move |c| {
+        spotify_config(c, &fake);
+        short_schedule(c);
+    })
+    .await
+}
+
+/// Follows a `/link` URL in a browser.
+async fn follow(url: &str) {
+    let res = reqwest::get(url).await.unwrap();
+    assert_eq!(
+        res.status(),
+        200,
+        "{}",
+        res.text().await.unwrap_or_default()
+    );
+}
+
+fn url_in(text: &str) -> String {
+    let start = text.find("http").unwrap();
+    text[start..].split_whitespace().next().unwrap().to_owned()
+}
+
+/// A console user with Spotify linked as `spotify_id`, and their event stream.
+async fn linked(app: &TestApp, fake: &FakeSpotify, name: &str) -> (String, SseReader) {
+    let spotify_id = format!("{name}_sp");
+    fake.add_user(&spotify_id, name);
+    let token = app.session(name).await;
+    fake.authorize_as(&spotify_id);
+    follow(&url_in(&app.reply(&token, "/link").await)).await;
+    let mut events = app.events(&token, None).await;
+    assert!(
+        notice(
+            &mut events,
+            "Done: your Spotify account",
+            Duration::from_secs(10)
+        )
+        .await
+        .is_some()
+    );
+    (token, events)
+}
+
+/// `a` invites, `b` accepts.
+async fn befriend(app: &TestApp, a: &str, b: &str) {
+    let lines = app.say(a, "/invite").await;
+    let accept = lines.last().unwrap().clone();
+    assert!(accept.starts_with("/accept "), "{lines:?}");
+    let reply = app.reply(b, &accept).await;
+    assert!(reply.contains("are friends now"), "{reply}");
+}
+
+/// The first event whose text starts with `prefix`, within `wait` (the console's stream
+/// carries the user's replies too; they are skipped).
+async fn notice(events: &mut SseReader, prefix: &str, wait: Duration) -> Option<String> {
+    let deadline = Instant::now() + wait;
+    loop {
+        let left = deadline.checked_duration_since(Instant::now())?;
+        let e = events.next(left).await?;
+        let text = e.data["text"].as_str().unwrap_or_default();
+        if text.starts_with(prefix) {
+            return Some(text.to_owned());
+        }
+    }
+}
+
+async fn count(app: &TestApp, sql: &str) -> i64 {
+    let db = app.core.store.db();
+    let row = db
+        .query_one_raw(Statement::from_string(db.get_database_backend(), sql))
+        .await
+        .unwrap()
+        .unwrap();
+    row.try_get_by_index::<i64>(0).unwrap()
+}
+
+async fn share_status(app: &TestApp, short: &str) -> String {
+    app.core
+        .store
+        .share_by_short_id(short)
+        .await
+        .unwrap()
+        .unwrap()
+        .status
+}
+
+/// The short id in a `/share` confirmation ("… /cancel abc123").
+fn short_id(confirmation: &str) -> String {
+    confirmation
+        .rsplit("/cancel ")
+        .next()
+        .unwrap()
+        .trim()
+        .to_owned()
+}
+
+async fn share_across_platforms_and_hear_it_played(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let fake = fake().await;
+    let tg = FakeTelegram::start().await;
+    let app = {
+        let (fake, tg) = (fake.clone(), tg.clone());
+        spawn_app_at_own_url(&db, move |c| {
+            spotify_config(c, &fake);
+            short_schedule(c);
+            c.telegram.token = segue_bot::Secret::new(tg.token.clone());
+            c.telegram.api_url = tg.url.parse().unwrap();
+        })
+        .await
+    };
+    // Alice on the web console, Bob on Telegram; both link Spotify.
+    let (alice, mut alice_events) = linked(&app, &fake, "alice").await;
+    fake.add_user("bob_sp", "Bob");
+    fake.authorize_as("bob_sp");
+    tg.push_update(crate::telegram::message(1, 77, 77, "/handle bob"));
+    tg.push_update(crate::telegram::message(2, 77, 77, "/link"));
+    tg.wait_for("the link", |f| f.sent_to(77).len() == 2).await;
+    follow(&url_in(&tg.sent_to(77)[1])).await;
+    tg.wait_for("linked", |f| f.sent_to(77).len() == 3).await;
+
+    // Not friends yet: no sharing.
+    assert!(
+        app.reply(&alice, &format!("/share bob spotify:track:{SHORT}"))
+            .await
+            .contains("isn't your friend yet")
+    );
+    let lines = app.say(&alice, "/invite").await;
+    tg.push_update(crate::telegram::message(3, 77, 77, lines.last().unwrap()));
+    tg.wait_for("accepted", |f| {
+        f.sent_to(77).iter().any(|t| t.contains("friends now"))
+    })
+    .await;
+    assert_eq!(
+        notice(&mut alice_events, "@bob accepted", Duration::from_secs(10))
+            .await
+            .unwrap(),
+        "@bob accepted your invite: you're friends now. Share a song with /share bob <track>."
+    );
+    assert_eq!(app.reply(&alice, "/friends").await, "Your friends: @bob");
+
+    // Share by link (with ?si= and a locale path); Bob gets it on Telegram.
+    let confirmation = app
+        .reply(
+            &alice,
+            &format!("/share @bob https://open.spotify.com/intl-de/track/{SHORT}?si=x1"),
+        )
+        .await;
+    assert!(
+        confirmation.starts_with(
+            "Shared ‘Short Song’ by The Testers with @bob. I'll tell you when they play it."
+        ),
+        "{confirmation}"
+    );
+    tg.wait_for("the shared track", |f| {
+        f.sent_to(77).iter().any(|t| t.contains("@alice shared"))
+    })
+    .await;
+    let got = tg
+        .calls("sendMessage")
+        .into_iter()
+        .find(|c| {
+            c.params["text"]
+                .as_str()
+                .unwrap_or("")
+                .contains("@alice shared")
+        })
+        .unwrap();
+    assert_eq!(
+        got.params["text"],
+        "@alice shared ‘Short Song’ by The Testers with you."
+    );
+    assert_eq!(
+        got.params["reply_markup"]["inline_keyboard"][0][0]["url"],
+        format!("https://open.spotify.com/track/{SHORT}")
+    );
+
+    // Bob plays it; the check notices; Alice hears it once.
+    fake.record_play("bob_sp", SHORT, Utc::now());
+    let played = notice(&mut alice_events, "@bob played", Duration::from_secs(15))
+        .await
+        .expect("the played notice");
+    assert_eq!(
+        played,
+        "@bob played ‘Short Song’ by The Testers, less than a minute after you shared it."
+    );
+    let short = short_id(&confirmation);
+    assert_eq!(share_status(&app, &short).await, "played");
+    // Told once, even though checks kept coming for a moment.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        count(
+            &app,
+            "SELECT COUNT(*) FROM messages WHERE text LIKE '@bob played%'"
+        )
+        .await,
+        1
+    );
+    let shares = app.reply(&alice, "/shares").await;
+    assert!(
+        shares.contains("to @bob") && shares.contains("played"),
+        "{shares}"
+    );
+    tg.push_update(crate::telegram::message(4, 77, 77, "/shares"));
+    tg.wait_for("bob's shares", |f| {
+        f.sent_to(77)
+            .iter()
+            .any(|t| t.starts_with("Shared with you:"))
+    })
+    .await;
+    app.stop().await;
+}
+
+async fn give_up_cancel_and_non_friends(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let fake = fake().await;
+    let app = spawn(&db, &fake).await;
+    let (carol, mut carol_events) = linked(&app, &fake, "carol").await;
+    let (dan, _dan_events) = linked(&app, &fake, "dan").await;
+    let (_erin, _) = linked(&app, &fake, "erin").await;
+    befriend(&app, &carol, &dan).await;
+
+    assert!(
+        app.reply(&carol, &format!("/share erin spotify:track:{SHORT}"))
+            .await
+            .contains("@erin isn't your friend yet")
+    );
+    assert!(
+        app.reply(&carol, "/share nobody something")
+            .await
+            .starts_with("I don't know @nobody.")
+    );
+    assert!(
+        app.reply(
+            &carol,
+            "/share dan https://open.spotify.com/album/1A2GTWGtFfWp7KSQTwWOyo"
+        )
+        .await
+        .starts_with("Usage: /share <friend> <track>")
+    );
+    assert!(
+        app.reply(&carol, "/share carol x")
+            .await
+            .contains("yourself")
+    );
+
+    // Search words: the first hit is shared, and named.
+    let wrong = app.reply(&carol, "/share dan zebra crossing").await;
+    assert!(wrong.starts_with("Shared ‘Zebra Crossing’"), "{wrong}");
+    let cancelled = app
+        .reply(&carol, &format!("/cancel {}", short_id(&wrong)))
+        .await;
+    assert_eq!(
+        cancelled,
+        "Done: I stopped watching ‘Zebra Crossing’ by The Testers."
+    );
+    assert!(
+        app.reply(&carol, &format!("/cancel {}", short_id(&wrong)))
+            .await
+            .contains("already over")
+    );
+    assert!(
+        app.reply(&dan, &format!("/cancel {}", short_id(&wrong)))
+            .await
+            .contains("You have no share")
+    );
+
+    // Never played: after give_up_after (6 s here) Carol hears it once.
+    let kept = app.reply(&carol, &format!("/share dan {SHORT}")).await;
+    assert!(kept.contains("Wrong one?"), "{kept}");
+    let started = Instant::now();
+    let gave_up = notice(
+        &mut carol_events,
+        "@dan hasn't played",
+        Duration::from_secs(20),
+    )
+    .await
+    .expect("the give-up notice");
+    assert_eq!(
+        gave_up,
+        "@dan hasn't played ‘Short Song’ by The Testers, which you shared just now, so I \
+         stopped watching."
+    );
+    assert!(
+        started.elapsed() >= Duration::from_secs(5),
+        "not before give_up_after"
+    );
+    assert_eq!(share_status(&app, &short_id(&kept)).await, "expired");
+    assert_eq!(share_status(&app, &short_id(&wrong)).await, "cancelled");
+    assert_eq!(
+        count(
+            &app,
+            "SELECT COUNT(*) FROM messages WHERE text LIKE '@dan hasn''t played%'"
+        )
+        .await,
+        1,
+        "told once"
+    );
+    // The schedule: first check after 1 s, fast every 1 s for 2 s, then every 2 s.
+    let calls = fake.calls("/v1/me/player/recently-played");
+    assert!((3..=7).contains(&calls), "{calls} checks");
+    app.stop().await;
+}
+
+async fn checks_for_one_friend_share_one_spotify_call(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let fake = fake().await;
+    let app = spawn(&db, &fake).await;
+    let mut sharers = Vec::new();
+    let (fay, _) = linked(&app, &fake, "fay").await;
+    for name in ["gus", "hal", "ida", "jon", "kim"] {
+        let (token, events) = linked(&app, &fake, name).await;
+        befriend(&app, &fay, &token).await;
+        sharers.push((token, events));
+    }
+    // Five shares to Fay, due together: one history call answers all of them.
+    let before = fake.calls("/v1/me/player/recently-played");
+    let line = format!("/share fay {SHORT}");
+    let shares: Vec<_> = sharers.iter().map(|(t, _)| app.reply(t, &line)).collect();
+    for s in futures::future::join_all(shares).await {
+        assert!(s.starts_with("Shared"), "{s}");
+    }
+    fake.record_play("fay_sp", SHORT, Utc::now());
+    for (_, events) in &mut sharers {
+        let played = notice(events, "@fay played", Duration::from_secs(15)).await;
+        assert!(played.unwrap().starts_with("@fay played ‘Short Song’"));
+    }
+    let calls = fake.calls("/v1/me/player/recently-played") - before;
+    assert!(
+        calls <= 2,
+        "{calls} Spotify calls for 5 shares due together"
+    );
+    app.stop().await;
+}
+
+async fn friend_links_later_and_broken_links_pause(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let fake = fake().await;
+    let app = spawn(&db, &fake).await;
+    let (lea, mut lea_events) = linked(&app, &fake, "lea").await;
+    let max = app.session("max").await;
+    let mut max_events = app.events(&max, None).await;
+    befriend(&app, &lea, &max).await;
+
+    // Max hasn't linked: delivered, not watched.
+    let shared = app.reply(&lea, &format!("/share max {SHORT}")).await;
+    assert!(shared.contains("@max hasn't linked Spotify"), "{shared}");
+    assert!(
+        notice(
+            &mut max_events,
+            "@lea shared ‘Short Song’",
+            Duration::from_secs(10)
+        )
+        .await
+        .is_some()
+    );
+    assert_eq!(share_status(&app, &short_id(&shared)).await, "waiting");
+    assert!(
+        app.reply(&lea, "/shares")
+            .await
+            .contains("waiting for @max to link Spotify")
+    );
+
+    // Max links: the watch starts, the play is noticed.
+    fake.add_user("max_sp", "Max");
+    fake.authorize_as("max_sp");
+    fake.record_play("max_sp", SHORT, Utc::now());
+    follow(&url_in(&app.reply(&max, "/link").await)).await;
+    assert!(
+        notice(
+            &mut lea_events,
+            "@max played ‘Short Song’",
+            Duration::from_secs(15)
+        )
+        .await
+        .is_some()
+    );
+
+    // A broken link pauses the watch, and Max is asked once to link again.
+    fake.revoke("max_sp");
+    let broken = app.reply(&lea, &format!("/share max {OTHER}")).await;
+    let asked = notice(
+        &mut max_events,
+        "I can't see your Spotify",
+        Duration::from_secs(15),
+    )
+    .await
+    .unwrap();
+    assert!(
+        asked.ends_with("Send /link to connect it again."),
+        "{asked}"
+    );
+    assert_eq!(share_status(&app, &short_id(&broken)).await, "paused");
+    assert!(
+        app.reply(&lea, "/shares")
+            .await
+            .contains("@max's Spotify link is broken")
+    );
+    app.stop().await;
+}
+
+async fn restart_and_reconcile_keep_every_share_watched(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let fake = fake().await;
+    let app = spawn(&db, &fake).await;
+    let (ned, _) = linked(&app, &fake, "ned").await;
+    let (oli, _) = linked(&app, &fake, "oli").await;
+    befriend(&app, &ned, &oli).await;
+    let one = short_id(&app.reply(&ned, &format!("/share oli {SHORT}")).await);
+    let two = short_id(&app.reply(&ned, &format!("/share oli {OTHER}")).await);
+    app.stop().await;
+
+    // The process "died" after storing share two but before enqueuing its job: forget
+    // that it was scheduled, and drop its jobs.
+    let db_conn = sea_orm::Database::connect(&db.url).await.unwrap();
+    db_conn
+        .execute_unprepared(&format!(
+            "UPDATE shares SET scheduled = false WHERE short_id = '{two}'"
+        ))
+        .await
+        .unwrap();
+    drop(db_conn);
+    fake.record_play("oli_sp", SHORT, Utc::now());
+    fake.record_play("oli_sp", OTHER, Utc::now());
+
+    let app = spawn(&db, &fake).await;
+    let done = eventually(Duration::from_secs(15), || async {
+        share_status(&app, &one).await == "played" && share_status(&app, &two).await == "played"
+    })
+    .await;
+    assert!(done, "both shares were checked after the restart");
+    // Each played notice was recorded once.
+    let notices = count(
+        &app,
+        "SELECT COUNT(*) FROM messages WHERE text LIKE '@oli played%'",
+    )
+    .await;
+    assert_eq!(notices, 2);
+    app.stop().await;
+}
+
+async fn a_retried_check_notifies_once(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let fake = fake().await;
+    let app = {
+        let fake = fake.clone();
+        spawn_app_at_own_url(&db, move |c| {
+            spotify_config(c, &fake);
+            short_schedule(c);
+            // The first check is far off: this test runs the checks itself.
+            c.sharing.min_first_check = Duration::from_secs(3600);
+        })
+        .await
+    };
+    let (pia, _) = linked(&app, &fake, "pia").await;
+    let (quinn, _) = linked(&app, &fake, "quinn").await;
+    befriend(&app, &pia, &quinn).await;
+    let short = short_id(&app.reply(&pia, &format!("/share quinn {SHORT}")).await);
+    fake.record_play("quinn_sp", SHORT, Utc::now());
+    let share = app
+        .core
+        .store
+        .share_by_short_id(&short)
+        .await
+        .unwrap()
+        .unwrap();
+    let check = PlayCheck {
+        share_id: share.id,
+        due_at: share.next_check_at.unwrap(),
+    };
+    let sharing = app.core.sharing.clone().unwrap();
+    // The same job three times at once, then again (a retry after a crash).
+    let runs: Vec<_> = (0..3)
+        .map(|_| {
+            let s = sharing.clone();
+            tokio::spawn(async move { s.run_check(check).await })
+        })
+        .collect();
+    for r in runs {
+        r.await.unwrap().unwrap();
+    }
+    sharing.run_check(check).await.unwrap();
+    assert_eq!(share_status(&app, &short).await, "played");
+    let notices = count(
+        &app,
+        "SELECT COUNT(*) FROM messages WHERE text LIKE '@quinn played%'",
+    )
+    .await;
+    assert_eq!(notices, 1);
+    app.stop().await;
+}
+
+async fn run_at_is_honoured_to_the_second(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let fake = fake().await;
+    let app = {
+        let fake = fake.clone();
+        spawn_app_at_own_url(&db, move |c| {
+            spotify_config(c, &fake);
+            short_schedule(c);
+            c.sharing.min_first_check = Duration::from_secs(3);
+        })
+        .await
+    };
+    let (rae, _) = linked(&app, &fake, "rae").await;
+    let (sam, _) = linked(&app, &fake, "sam").await;
+    befriend(&app, &rae, &sam).await;
+    let before = fake.calls("/v1/me/player/recently-played");
+    let shared_at = Instant::now();
+    app.reply(&rae, &format!("/share sam {SHORT}")).await;
+    // Due 3 s after sharing (never earlier; at most about two seconds late).
+    let ran = eventually(Duration::from_secs(10), || async {
+        fake.calls("/v1/me/player/recently-played") > before
+    })
+    .await;
+    let at = shared_at.elapsed();
+    assert!(ran, "the first check ran");
+    assert!(at >= Duration::from_millis(2900), "ran early: after {at:?}");
+    assert!(at <= Duration::from_millis(5500), "ran late: after {at:?}");
+    app.stop().await;
+}
