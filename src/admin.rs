@@ -1,16 +1,21 @@
 //! The admin dashboard, on its own listener (`admin.bind`): HTTP Basic (any user name,
 //! the admin token as password) or `Authorization: Bearer <admin token>`; anything else
-//! gets 401. `/admin` is the status page; `/` will host the job board.
+//! gets 401. A successful login also sets an HttpOnly, SameSite=Strict session cookie,
+//! so a browser's follow-up requests get in. `/` is apalis-board's job board (its prebuilt UI only works at a site root)
+//! with its API under `/api/v1`; `/admin` is Segue's status page.
 
 use std::sync::Arc;
 
-use axum::extract::{Request, State};
+use apalis_board::axum::framework::{ApiBuilder, RegisterRoute};
+use apalis_board::axum::ui::ServeUI;
+use axum::extract::{Query, Request, State};
 use axum::http::{StatusCode, header};
 use axum::middleware::{self, Next};
-use axum::response::{Html, IntoResponse, Redirect, Response};
+use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
 use base64::Engine;
 use segue_bot::{Core, Secret};
+use segue_jobs::play_check::{PlayChecks, QUEUE};
 use segue_platforms::http::ApiError;
 
 #[derive(Clone)]
@@ -18,17 +23,33 @@ struct AdminState {
     core: Arc<Core>,
 }
 
-/// The admin app, every route behind the admin token.
-pub fn app(core: Arc<Core>, token: Secret) -> axum::Router {
+/// The admin app, every route behind the admin token (the board's UI and API too).
+pub fn app(core: Arc<Core>, token: Secret, play_checks: &PlayChecks) -> axum::Router {
     axum::Router::new()
-        .route("/", get(|| async { Redirect::to("/admin") }))
         .route("/admin", get(status_page))
+        .route("/admin/login", get(login_page))
         .route("/admin/api/status", get(status_json))
         .with_state(AdminState { core })
+        .nest("/api/v1", board_api(play_checks))
+        // Everything else is the board's single-page app (it falls back to index.html).
+        .fallback_service(ServeUI::new())
         .layer(middleware::from_fn_with_state(
             Arc::new(token),
             require_token,
         ))
+}
+
+/// apalis-board's API over the play-check queue, on either backend.
+fn board_api(play_checks: &PlayChecks) -> axum::Router {
+    let api = ApiBuilder::new(axum::Router::new());
+    let api = match play_checks.clone() {
+        PlayChecks::Postgres(storage) => api.register(QUEUE, storage),
+        PlayChecks::Sqlite(storage) => api.register(QUEUE, storage),
+    };
+    // Built without the board's live tracing log (`/events`, feature `events`): Segue
+    // doesn't feed it, and an endless event stream keeps headless browsers from ever
+    // settling (the CI check loads the board in headless Chromium).
+    api.build()
 }
 
 /// Whether `Authorization` carries the token (Basic password or Bearer; schemes are
@@ -57,13 +78,50 @@ fn authorized(header_value: Option<&str>, token: &Secret) -> bool {
     token.matches(&presented)
 }
 
+/// The session cookie set after a successful Basic or Bearer login, so that a browser's
+/// later requests (the board's scripts, styles and API calls) are let in too. Its value
+/// is derived from the token: a new token (each start without `security.admin_token`)
+/// ends every session.
+const COOKIE: &str = "segue_admin";
+
+fn cookie_value(token: &Secret) -> String {
+    use sha2::{Digest, Sha256};
+    Sha256::digest(format!("segue-admin-session:{}", token.expose()).as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// Whether the request carries the session cookie (compared in constant time).
+fn has_session(req: &Request, token: &Secret) -> bool {
+    let expected = Secret::new(cookie_value(token));
+    req.headers()
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|c| c.trim().split_once('='))
+        .any(|(name, value)| name == COOKIE && expected.matches(value))
+}
+
 async fn require_token(State(token): State<Arc<Secret>>, req: Request, next: Next) -> Response {
     let value = req
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok());
-    if authorized(value, &token) {
+    if !token.is_empty() && has_session(&req, &token) {
         return next.run(req).await;
+    }
+    if authorized(value, &token) {
+        let mut res = next.run(req).await;
+        let cookie = format!(
+            "{COOKIE}={}; Path=/; HttpOnly; SameSite=Strict",
+            cookie_value(&token)
+        );
+        if let Ok(v) = header::HeaderValue::from_str(&cookie) {
+            res.headers_mut().append(header::SET_COOKIE, v);
+        }
+        return res;
     }
     tracing::warn!(path = %req.uri().path(), "admin request without a valid token refused");
     let mut res = ApiError::new(
@@ -77,6 +135,32 @@ async fn require_token(State(token): State<Arc<Secret>>, req: Request, next: Nex
         header::HeaderValue::from_static("Basic realm=\"Segue admin\", charset=\"UTF-8\""),
     );
     res
+}
+
+#[derive(serde::Deserialize)]
+struct LoginQuery {
+    next: Option<String>,
+}
+
+/// A browser opened with credentials in the URL (`http://admin:TOKEN@host/admin/login`)
+/// got the session cookie on the way here; this page moves it on to `next` (default: the
+/// board) at an address without them, since scripts can't fetch relative to a URL with
+/// credentials.
+async fn login_page(Query(q): Query<LoginQuery>) -> Html<String> {
+    let next = q
+        .next
+        .filter(|n| {
+            n.starts_with('/')
+                && !n.starts_with("//")
+                && n.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "/-_.".contains(c))
+        })
+        .unwrap_or_else(|| "/".to_owned());
+    Html(format!(
+        "<!doctype html><meta charset=utf-8><title>Segue admin</title>\
+         <script>location.replace(location.origin + '{next}')</script>\
+         <p>Signed in. <a href=\"{next}\">Go on</a>, or open <a href=\"/admin\">the status page</a>.</p>"
+    ))
 }
 
 async fn status_json(State(s): State<AdminState>) -> Result<Response, ApiError> {

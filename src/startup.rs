@@ -208,7 +208,7 @@ impl Application {
         routes.push(crate::oauth::routes(core.clone()));
         routes.push(crate::public_api::routes(core.clone()));
         let app = crate::http::app(core.clone(), routes);
-        let admin = crate::admin::app(core.clone(), admin_token.clone());
+        let admin = crate::admin::app(core.clone(), admin_token.clone(), &play_checks);
 
         let listener = match extras.listener {
             Some(l) => l,

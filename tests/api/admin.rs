@@ -18,7 +18,13 @@ async fn admin_needs_the_token(backend: Backend) {
             base64::engine::general_purpose::STANDARD.encode(format!("{user}:{pass}"))
         )
     };
-    for path in ["/", "/admin", "/admin/api/status"] {
+    for path in [
+        "/",
+        "/admin",
+        "/admin/api/status",
+        "/api/v1/queues",
+        "/index.html",
+    ] {
         for auth in [
             None,
             Some("Bearer wrong".to_owned()),

@@ -24,6 +24,7 @@ backend_tests!(
     restart_and_reconcile_keep_every_share_watched,
     a_retried_check_notifies_once,
     run_at_is_honoured_to_the_second,
+    the_job_board_shows_play_checks_to_admins_only,
 );
 
 /// Short songs, so the first check isn't a whole song away.
@@ -573,4 +574,146 @@ async fn run_at_is_honoured_to_the_second(backend: Backend) {
     assert!(at >= Duration::from_millis(2900), "ran early: after {at:?}");
     assert!(at <= Duration::from_millis(5500), "ran late: after {at:?}");
     app.stop().await;
+}
+
+async fn the_job_board_shows_play_checks_to_admins_only(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let fake = fake().await;
+    let app = {
+        let fake = fake.clone();
+        spawn_app_at_own_url(&db, move |c| {
+            spotify_config(c, &fake);
+            short_schedule(c);
+            c.sharing.min_first_check = Duration::from_secs(3600);
+        })
+        .await
+    };
+    let (una, _) = linked(&app, &fake, "una").await;
+    let (vic, _) = linked(&app, &fake, "vic").await;
+    befriend(&app, &una, &vic).await;
+    let short = short_id(&app.reply(&una, &format!("/share vic {SHORT}")).await);
+    let share = app
+        .core
+        .store
+        .share_by_short_id(&short)
+        .await
+        .unwrap()
+        .unwrap();
+
+    let admin = |path: &str| format!("{}{path}", app.admin_address);
+    let tasks = admin(&format!(
+        "/api/v1/queues/{}/tasks",
+        segue_jobs::play_check::QUEUE
+    ));
+    assert_eq!(app.client.get(&tasks).send().await.unwrap().status(), 401);
+    let res = app
+        .client
+        .get(&tasks)
+        .bearer_auth(crate::helpers::ADMIN_TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let body = res.text().await.unwrap();
+    assert!(
+        body.contains(&format!("\"share_id\":{}", share.id)),
+        "the board lists the pending check: {body}"
+    );
+    let page = app
+        .client
+        .get(admin("/"))
+        .bearer_auth(crate::helpers::ADMIN_TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(page.status(), 200);
+    let html = page.text().await.unwrap();
+    assert!(html.contains("<html") && html.contains(".wasm"), "{html}");
+
+    // A real browser: headless Chromium runs the board's WebAssembly app and lists the
+    // pending check, signed in; without the token it gets nothing.
+    let Some(chromium) = chromium() else {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI must have Chromium (.ci/run installs Debian's chromium package)"
+        );
+        eprintln!("chromium not installed: the browser part of this test is skipped");
+        app.stop().await;
+        return;
+    };
+    let host = app.admin_address.trim_start_matches("http://").to_owned();
+    let signed_in = dump_dom(
+        &chromium,
+        &format!(
+            "http://admin:{}@{host}/admin/login?next=/tasks",
+            crate::helpers::ADMIN_TOKEN,
+        ),
+    )
+    .await;
+    // The tasks table: "<ULID> 0 Pending in 1 hours play-checks".
+    let text = strip_tags(&signed_in);
+    assert!(
+        text.contains("Pending in ") && text.contains(segue_jobs::play_check::QUEUE),
+        "the board lists the pending check: {text}"
+    );
+    let refused = dump_dom(&chromium, &format!("http://{host}/")).await;
+    assert!(
+        !refused.contains(segue_jobs::play_check::QUEUE),
+        "{refused}"
+    );
+    app.stop().await;
+}
+
+/// A page's text: tags removed, white space folded.
+fn strip_tags(html: &str) -> String {
+    let mut out = String::new();
+    let mut in_tag = false;
+    for c in html.chars() {
+        match c {
+            '<' => in_tag = true,
+            '>' => {
+                in_tag = false;
+                out.push(' ');
+            }
+            c if !in_tag => out.push(c),
+            _ => {}
+        }
+    }
+    out.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+fn chromium() -> Option<String> {
+    ["chromium", "chromium-browser", "google-chrome"]
+        .into_iter()
+        .find(|b| {
+            std::process::Command::new(b)
+                .arg("--version")
+                .output()
+                .is_ok_and(|o| o.status.success())
+        })
+        .map(str::to_owned)
+}
+
+/// The page's DOM after its scripts ran (headless Chromium, virtual time).
+async fn dump_dom(chromium: &str, url: &str) -> String {
+    let profile = tempfile::tempdir().unwrap();
+    let out = tokio::process::Command::new(chromium)
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-dev-shm-usage",
+            "--no-first-run",
+            "--virtual-time-budget=15000",
+        ])
+        .arg(format!("--user-data-dir={}", profile.path().display()))
+        .arg("--dump-dom")
+        .arg(url)
+        .kill_on_drop(true)
+        .output();
+    let out = tokio::time::timeout(Duration::from_secs(90), out)
+        .await
+        .expect("chromium finishes")
+        .expect("chromium runs");
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }
