@@ -1,0 +1,269 @@
+//! Play-check throughput: N pending shares across M friends, all due at once, worked by
+//! the real application (apalis worker, sharing service, rspotify) against a minimal fake
+//! Spotify on loopback. Reports checks per second, Spotify calls per sweep (must equal
+//! the friends due) and the database size per pending share.
+//!
+//! ```sh
+//! SEGUE_BENCH_DATABASE_URL=postgres://postgres@127.0.0.1:5432/postgres \
+//!     cargo bench --bench play_checks -- --shares 100000 --friends 10000
+//! ```
+//!
+//! A fresh database is created on that server for each run (and dropped after). Without
+//! the variable the run uses a SQLite file in a temp dir.
+
+#![allow(clippy::print_stdout)] // the report is the output
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use base64::Engine;
+use sea_orm::{ConnectionTrait, Database, DbBackend, Statement};
+use segue::Config;
+use segue::startup::{Application, open_database};
+use segue_bot::Secret;
+use segue_bot::crypto::Keys;
+
+struct Args {
+    shares: usize,
+    friends: usize,
+    /// Seconds until every check is due: enough for the worker to enqueue them all first.
+    due_in: u64,
+}
+
+fn args() -> Args {
+    let mut a = Args {
+        shares: 100_000,
+        friends: 10_000,
+        due_in: 120,
+    };
+    let argv: Vec<String> = std::env::args().collect();
+    for pair in argv.windows(2) {
+        match pair[0].as_str() {
+            "--shares" => a.shares = pair[1].parse().unwrap_or(a.shares),
+            "--friends" => a.friends = pair[1].parse().unwrap_or(a.friends),
+            "--due-in" => a.due_in = pair[1].parse().unwrap_or(a.due_in),
+            _ => {}
+        }
+    }
+    a
+}
+
+/// A minimal Spotify: recently-played answers an empty page (nobody played anything, so
+/// every check runs its whole course), counted.
+async fn fake_spotify(calls: Arc<AtomicUsize>) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let app = axum::Router::new().route(
+        "/v1/me/player/recently-played",
+        axum::routing::get(move || {
+            calls.fetch_add(1, Ordering::Relaxed);
+            async {
+                axum::Json(serde_json::json!({
+                    "href": "x", "limit": 50, "next": null,
+                    "cursors": null, "total": 0, "items": []
+                }))
+            }
+        }),
+    );
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    url
+}
+
+async fn exec(db: &sea_orm::DatabaseConnection, sql: String) {
+    db.execute_unprepared(&sql).await.expect("bench insert");
+}
+
+/// Inserts `rows` (SQL tuples) into `table (columns)`, 500 at a time.
+async fn insert(db: &sea_orm::DatabaseConnection, table: &str, columns: &str, rows: Vec<String>) {
+    for chunk in rows.chunks(500) {
+        exec(db, format!("INSERT INTO {table} ({columns}) VALUES {}", chunk.join(","))).await;
+    }
+}
+
+async fn count(db: &sea_orm::DatabaseConnection, sql: &str) -> i64 {
+    let row = db
+        .query_one_raw(Statement::from_string(db.get_database_backend(), sql))
+        .await
+        .unwrap()
+        .unwrap();
+    row.try_get_by_index::<i64>(0).unwrap()
+}
+
+#[tokio::main(flavor = "multi_thread")]
+async fn main() -> anyhow::Result<()> {
+    let a = args();
+    let dir = tempfile::tempdir()?;
+    let server = std::env::var("SEGUE_BENCH_DATABASE_URL").ok();
+    let db_name = format!("segue_bench_{}", std::process::id());
+    let url = match &server {
+        Some(admin) => {
+            let admin_db = Database::connect(admin).await?;
+            admin_db
+                .execute_unprepared(&format!("CREATE DATABASE {db_name}"))
+                .await?;
+            let base = admin.rsplit_once('/').context("URL with a database")?.0;
+            format!("{base}/{db_name}")
+        }
+        None => format!("sqlite://{}?mode=rwc", dir.path().join("bench.db").display()),
+    };
+    let calls = Arc::new(AtomicUsize::new(0));
+    let spotify = fake_spotify(calls.clone()).await;
+
+    let key = [7u8; 32];
+    let mut config = Config::default();
+    config.server.bind = "127.0.0.1:0".parse()?;
+    config.admin.bind = "127.0.0.1:0".parse()?;
+    config.database.url = Secret::new(url.clone());
+    config.security.secret_key =
+        Secret::new(base64::engine::general_purpose::STANDARD.encode(key));
+    config.security.key_file = dir.path().join("segue.key");
+    config.spotify.client_id = "bench".to_owned();
+    config.spotify.client_secret = Secret::new("bench");
+    config.spotify.accounts_url = spotify.parse()?;
+    config.spotify.api_url = format!("{spotify}/v1").parse()?;
+    // One check per share in the measured window.
+    config.sharing.min_first_check = Duration::from_secs(1);
+    config.sharing.fast_interval = Duration::from_secs(3600);
+    config.sharing.give_up_after = Duration::from_secs(24 * 3600);
+    config.log.level = "warn".to_owned();
+
+    // The data: friends with Spotify links, sharers, pending shares all due in 10 s.
+    let db = open_database(&config).await?;
+    let keys = Keys::new(&key);
+    let now = segue_bot::ids::now_millis();
+    let sharers = 100.min(a.friends);
+    let users = a.friends + sharers;
+    eprintln!("inserting {users} users, {} links, {} shares", a.friends, a.shares);
+    let started = Instant::now();
+    insert(
+        &db,
+        "users",
+        "id, handle, created_at",
+        (1..=users).map(|i| format!("({i}, 'u{i}', {now})")).collect(),
+    )
+    .await;
+    let access = keys.seal("bench-access-token");
+    let refresh = keys.seal("bench-refresh-token");
+    let far = now + 30 * 24 * 3600 * 1000;
+    insert(
+        &db,
+        "spotify_links",
+        "user_id, spotify_id, spotify_name, key_id, refresh_token, access_token, access_expires_at, scopes, linked_at, updated_at",
+        (1..=a.friends)
+            .map(|i| {
+                format!(
+                    "({i}, 'sp{i}', 'sp{i}', '{}', '{refresh}', '{access}', {far}, '', {now}, {now})",
+                    keys.key_id()
+                )
+            })
+            .collect(),
+    )
+    .await;
+    let due = now + a.due_in as i64 * 1000;
+    insert(
+        &db,
+        "shares",
+        "id, short_id, sharer_id, friend_id, track_id, track_name, track_artist, track_url, duration_ms, shared_at, status, next_check_at, scheduled",
+        (0..a.shares)
+            .map(|i| {
+                let friend = i % a.friends + 1;
+                let sharer = a.friends + i % sharers + 1;
+                format!(
+                    "({}, 's{i}', {sharer}, {friend}, '4uLU6hMCjMI75M1A2tKUQC', 'Song', 'Artist', NULL, 1000, {}, 'pending', {due}, false)",
+                    i + 1,
+                    now - 1000,
+                )
+            })
+            .collect(),
+    )
+    .await;
+    eprintln!("inserted in {:.1?}", started.elapsed());
+    drop(db);
+
+    // The real application: its worker reconciles (enqueues) every share, then checks.
+    let app = Application::build(config).await?;
+    let core = app.core();
+    let shutdown = app.shutdown_token();
+    let running = tokio::spawn(app.run_until_stopped());
+    let db = core.store.db().clone();
+    let enqueue_started = Instant::now();
+    let before = calls.load(Ordering::Relaxed);
+    let (mut enqueued_at, mut first, mut last) = (None, None, None);
+    while last.is_none() {
+        let scheduled = count(&db, "SELECT COUNT(*) FROM shares WHERE scheduled = true").await;
+        let done = count(
+            &db,
+            &format!("SELECT COUNT(*) FROM shares WHERE next_check_at <> {due}"),
+        )
+        .await;
+        let t = Instant::now();
+        if enqueued_at.is_none() && scheduled >= a.shares as i64 {
+            enqueued_at = Some(t);
+            eprintln!(
+                "enqueued {} checks in {:.1?} ({:.0}/s)",
+                a.shares,
+                t - enqueue_started,
+                a.shares as f64 / (t - enqueue_started).as_secs_f64()
+            );
+        }
+        if done > 0 && first.is_none() {
+            first = Some(t);
+            if enqueued_at.is_none() {
+                eprintln!("warning: checks started before all were enqueued; raise --due-in");
+            }
+        }
+        if done >= a.shares as i64 {
+            last = Some(t);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let elapsed = match (first, last) {
+        (Some(f), Some(l)) => l - f,
+        _ => Duration::ZERO,
+    };
+    let sweeps = calls.load(Ordering::Relaxed) - before;
+    let (table_bytes, apalis_bytes) = match db.get_database_backend() {
+        DbBackend::Postgres => (
+            count(&db, "SELECT pg_total_relation_size('shares')").await,
+            count(
+                &db,
+                "SELECT COALESCE(SUM(pg_total_relation_size(c.oid)), 0)::bigint FROM pg_class c \
+                 JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = 'apalis' AND c.relkind = 'r'",
+            )
+            .await,
+        ),
+        _ => (0, 0),
+    };
+    println!("backend            {:?}", db.get_database_backend());
+    println!("pending shares     {}", a.shares);
+    println!("friends due        {}", a.friends);
+    println!(
+        "checks             {} in {:.2?} = {:.0} checks/s",
+        a.shares,
+        elapsed,
+        a.shares as f64 / elapsed.as_secs_f64().max(1e-9)
+    );
+    println!(
+        "Spotify calls      {sweeps} ({:.2} per friend due)",
+        sweeps as f64 / a.friends as f64
+    );
+    if table_bytes > 0 {
+        println!(
+            "database size      shares {:.0} B + apalis {:.0} B per pending share",
+            table_bytes as f64 / a.shares as f64,
+            apalis_bytes as f64 / a.shares as f64
+        );
+    }
+    shutdown.cancel();
+    let _ = tokio::time::timeout(Duration::from_secs(20), running).await;
+    if let Some(admin) = &server {
+        drop(db);
+        let admin_db = Database::connect(admin).await?;
+        let _ = admin_db
+            .execute_unprepared(&format!("DROP DATABASE IF EXISTS {db_name} WITH (FORCE)"))
+            .await;
+    }
+    Ok(())
+}
