@@ -78,7 +78,11 @@ async fn exec(db: &sea_orm::DatabaseConnection, sql: String) {
 /// Inserts `rows` (SQL tuples) into `table (columns)`, 500 at a time.
 async fn insert(db: &sea_orm::DatabaseConnection, table: &str, columns: &str, rows: Vec<String>) {
     for chunk in rows.chunks(500) {
-        exec(db, format!("INSERT INTO {table} ({columns}) VALUES {}", chunk.join(","))).await;
+        exec(
+            db,
+            format!("INSERT INTO {table} ({columns}) VALUES {}", chunk.join(",")),
+        )
+        .await;
     }
 }
 
@@ -106,7 +110,10 @@ async fn main() -> anyhow::Result<()> {
             let base = admin.rsplit_once('/').context("URL with a database")?.0;
             format!("{base}/{db_name}")
         }
-        None => format!("sqlite://{}?mode=rwc", dir.path().join("bench.db").display()),
+        None => format!(
+            "sqlite://{}?mode=rwc",
+            dir.path().join("bench.db").display()
+        ),
     };
     let calls = Arc::new(AtomicUsize::new(0));
     let spotify = fake_spotify(calls.clone()).await;
@@ -116,8 +123,7 @@ async fn main() -> anyhow::Result<()> {
     config.server.bind = "127.0.0.1:0".parse()?;
     config.admin.bind = "127.0.0.1:0".parse()?;
     config.database.url = Secret::new(url.clone());
-    config.security.secret_key =
-        Secret::new(base64::engine::general_purpose::STANDARD.encode(key));
+    config.security.secret_key = Secret::new(base64::engine::general_purpose::STANDARD.encode(key));
     config.security.key_file = dir.path().join("segue.key");
     config.spotify.client_id = "bench".to_owned();
     config.spotify.client_secret = Secret::new("bench");
@@ -135,13 +141,18 @@ async fn main() -> anyhow::Result<()> {
     let now = segue_bot::ids::now_millis();
     let sharers = 100.min(a.friends);
     let users = a.friends + sharers;
-    eprintln!("inserting {users} users, {} links, {} shares", a.friends, a.shares);
+    eprintln!(
+        "inserting {users} users, {} links, {} shares",
+        a.friends, a.shares
+    );
     let started = Instant::now();
     insert(
         &db,
         "users",
         "id, handle, created_at",
-        (1..=users).map(|i| format!("({i}, 'u{i}', {now})")).collect(),
+        (1..=users)
+            .map(|i| format!("({i}, 'u{i}', {now})"))
+            .collect(),
     )
     .await;
     let access = keys.seal("bench-access-token");

@@ -22,4 +22,12 @@ pub struct QueueError(pub String);
 #[async_trait::async_trait]
 pub trait CheckQueue: Send + Sync + std::fmt::Debug {
     async fn enqueue(&self, check: PlayCheck) -> Result<(), QueueError>;
+
+    /// Enqueues many at once (a queue may batch them).
+    async fn enqueue_many(&self, checks: Vec<PlayCheck>) -> Result<(), QueueError> {
+        for check in checks {
+            self.enqueue(check).await?;
+        }
+        Ok(())
+    }
 }

@@ -253,12 +253,16 @@ impl Sharing {
                 return Ok(total);
             }
             let n = missing.len();
-            for (id, due_at) in missing {
-                if !self.schedule(id, due_at).await {
-                    // The queue is down: try again at the next reconcile.
-                    return Ok(total);
-                }
+            let checks = missing
+                .iter()
+                .map(|&(share_id, due_at)| PlayCheck { share_id, due_at })
+                .collect();
+            if let Err(e) = self.queue.enqueue_many(checks).await {
+                // The queue is down: the next reconcile tries again.
+                tracing::error!(error = %e, "could not enqueue play checks");
+                return Ok(total);
             }
+            self.store.mark_scheduled_many(&missing).await?;
             total += n;
             if n < 500 {
                 return Ok(total);
@@ -307,12 +311,8 @@ impl Sharing {
                 return self.claim_next(&share, check.due_at, now + ms(wait)).await;
             }
         }
-        let Some(share) = self.store.share(check.share_id).await? else {
-            return Ok(());
-        };
-        if share.status != status::PENDING {
-            return Ok(());
-        }
+        // If the sweep settled this share, the conditional updates below find it
+        // finished and do nothing; no need to read it again.
         match self
             .settings
             .next_check(share.shared_at, share.duration_ms, now)

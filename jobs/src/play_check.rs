@@ -22,8 +22,10 @@ pub const POLL: Duration = Duration::from_secs(1);
 /// The queue's name in apalis's tables.
 pub const QUEUE: &str = "play-checks";
 
-/// Checks worked on at once.
-const CONCURRENCY: usize = 8;
+/// Checks worked on at once (each waits on the database or Spotify most of the time).
+const CONCURRENCY: usize = 32;
+/// Due checks fetched per query.
+const BATCH: usize = 50;
 /// How long to wait before restarting a worker whose backend failed.
 const RESTART_AFTER: Duration = Duration::from_secs(5);
 
@@ -57,12 +59,14 @@ impl std::fmt::Debug for PlayChecks {
 fn pg_config() -> apalis_postgres::Config {
     apalis_postgres::Config::default()
         .queue(QUEUE)
+        .batch_size(BATCH)
         .heartbeat_interval(POLL)
 }
 
 fn sqlite_config() -> apalis_sqlite::Config {
     apalis_sqlite::Config::default()
         .queue(QUEUE)
+        .batch_size(BATCH)
         .heartbeat_interval(POLL)
 }
 
@@ -117,6 +121,15 @@ impl CheckQueue for PlayChecks {
         let res = match self.clone() {
             Self::Postgres(mut s) => s.push_task(task(check)).await.map_err(|e| e.to_string()),
             Self::Sqlite(mut s) => s.push_task(task(check)).await.map_err(|e| e.to_string()),
+        };
+        res.map_err(QueueError)
+    }
+
+    async fn enqueue_many(&self, checks: Vec<PlayCheck>) -> Result<(), QueueError> {
+        let mut tasks = futures::stream::iter(checks.into_iter().map(task));
+        let res = match self.clone() {
+            Self::Postgres(mut s) => s.push_all(&mut tasks).await.map_err(|e| e.to_string()),
+            Self::Sqlite(mut s) => s.push_all(&mut tasks).await.map_err(|e| e.to_string()),
         };
         res.map_err(QueueError)
     }

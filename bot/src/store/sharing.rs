@@ -188,6 +188,21 @@ impl Store {
         Ok(())
     }
 
+    /// [`Store::mark_scheduled`] for many checks, in one transaction.
+    pub async fn mark_scheduled_many(&self, checks: &[(i64, i64)]) -> Result<(), StoreError> {
+        let txn = self.db.begin().await?;
+        for (id, due_at) in checks {
+            share::Entity::update_many()
+                .col_expr(share::Column::Scheduled, Expr::value(true))
+                .filter(share::Column::Id.eq(*id))
+                .filter(share::Column::NextCheckAt.eq(*due_at))
+                .exec(&txn)
+                .await?;
+        }
+        txn.commit().await?;
+        Ok(())
+    }
+
     /// Watched shares whose next check may have no job (the process stopped between
     /// deciding the check and enqueuing it): `(id, due_at)`.
     pub async fn unscheduled_checks(&self, limit: u64) -> Result<Vec<(i64, i64)>, StoreError> {
