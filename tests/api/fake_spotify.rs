@@ -304,6 +304,14 @@ impl FakeSpotify {
     }
 
     /// The accounts service's base, `http://127.0.0.1:PORT` (no trailing slash).
+    /// Points a Segue configuration at this fake, with its client credentials.
+    pub fn configure(&self, c: &mut segue::Config) {
+        c.spotify.client_id = CLIENT_ID.to_owned();
+        c.spotify.client_secret = segue_bot::Secret::new(CLIENT_SECRET);
+        c.spotify.accounts_url = self.accounts_url().parse().unwrap();
+        c.spotify.api_url = self.api_url().parse().unwrap();
+    }
+
     pub fn accounts_url(&self) -> String {
         self.url.clone()
     }

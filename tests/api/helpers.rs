@@ -278,6 +278,20 @@ impl TestApp {
         (status, res.json().await.unwrap_or(Value::Null))
     }
 
+    /// The single number a SQL query answers (`SELECT COUNT(*) …`).
+    pub async fn count(&self, sql: &str) -> i64 {
+        let db = self.core.store.db();
+        let row = db
+            .query_one_raw(sea_orm::Statement::from_string(
+                db.get_database_backend(),
+                sql,
+            ))
+            .await
+            .expect("query runs")
+            .expect("one row");
+        row.try_get_by_index::<i64>(0).expect("a number")
+    }
+
     /// Opens a console session; returns its token.
     pub async fn session(&self, name: &str) -> String {
         let (status, body) = self

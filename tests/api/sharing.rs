@@ -7,10 +7,10 @@
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
-use sea_orm::{ConnectionTrait, Statement};
+use sea_orm::ConnectionTrait;
 use segue_bot::jobs::PlayCheck;
 
-use crate::fake_spotify::{CLIENT_ID, CLIENT_SECRET, FakeSpotify};
+use crate::fake_spotify::FakeSpotify;
 use crate::fake_telegram::FakeTelegram;
 use crate::helpers::{
     Backend, SseReader, TestApp, TestDb, backend_tests, eventually, spawn_app_at_own_url,
@@ -46,18 +46,21 @@ async fn fake() -> FakeSpotify {
     fake
 }
 
-fn spotify_config(c: &mut segue::Config, fake: &FakeSpotify) {
-    c.spotify.client_id = CLIENT_ID.to_owned();
-    c.spotify.client_secret = segue_bot::Secret::new(CLIENT_SECRET);
-    c.spotify.accounts_url = fake.accounts_url().parse().unwrap();
-    c.spotify.api_url = fake.api_url().parse().unwrap();
+async fn spawn(db: &TestDb, fake: &FakeSpotify) -> TestApp {
+    spawn_with(db, fake, |_| {}).await
 }
 
-async fn spawn(db: &TestDb, fake: &FakeSpotify) -> TestApp {
+/// The app on the short schedule against the fake Spotify; `more` adjusts the rest.
+async fn spawn_with(
+    db: &TestDb,
+    fake: &FakeSpotify,
+    more: impl FnOnce(&mut segue::Config) + Send + 'static,
+) -> TestApp {
     let fake = fake.clone();
     spawn_app_at_own_url(db, move |c| {
-        spotify_config(c, &fake);
+        fake.configure(c);
         short_schedule(c);
+        more(c);
     })
     .await
 }
@@ -121,16 +124,6 @@ async fn notice(events: &mut SseReader, prefix: &str, wait: Duration) -> Option<
     }
 }
 
-async fn count(app: &TestApp, sql: &str) -> i64 {
-    let db = app.core.store.db();
-    let row = db
-        .query_one_raw(Statement::from_string(db.get_database_backend(), sql))
-        .await
-        .unwrap()
-        .unwrap();
-    row.try_get_by_index::<i64>(0).unwrap()
-}
-
 async fn share_status(app: &TestApp, short: &str) -> String {
     app.core
         .store
@@ -156,10 +149,8 @@ async fn share_across_platforms_and_hear_it_played(backend: Backend) {
     let fake = fake().await;
     let tg = FakeTelegram::start().await;
     let app = {
-        let (fake, tg) = (fake.clone(), tg.clone());
-        spawn_app_at_own_url(&db, move |c| {
-            spotify_config(c, &fake);
-            short_schedule(c);
+        let tg = tg.clone();
+        spawn_with(&db, &fake, move |c| {
             c.telegram.token = segue_bot::Secret::new(tg.token.clone());
             c.telegram.api_url = tg.url.parse().unwrap();
         })
@@ -245,11 +236,8 @@ async fn share_across_platforms_and_hear_it_played(backend: Backend) {
     // Told once, even though checks kept coming for a moment.
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert_eq!(
-        count(
-            &app,
-            "SELECT COUNT(*) FROM messages WHERE text LIKE '@bob played%'"
-        )
-        .await,
+        app.count("SELECT COUNT(*) FROM messages WHERE text LIKE '@bob played%'")
+            .await,
         1
     );
     let shares = app.reply(&alice, "/shares").await;
@@ -344,11 +332,8 @@ async fn give_up_cancel_and_non_friends(backend: Backend) {
     assert_eq!(share_status(&app, &short_id(&kept)).await, "expired");
     assert_eq!(share_status(&app, &short_id(&wrong)).await, "cancelled");
     assert_eq!(
-        count(
-            &app,
-            "SELECT COUNT(*) FROM messages WHERE text LIKE '@dan hasn''t played%'"
-        )
-        .await,
+        app.count("SELECT COUNT(*) FROM messages WHERE text LIKE '@dan hasn''t played%'")
+            .await,
         1,
         "told once"
     );
@@ -486,11 +471,9 @@ async fn restart_and_reconcile_keep_every_share_watched(backend: Backend) {
     .await;
     assert!(done, "both shares were checked after the restart");
     // Each played notice was recorded once.
-    let notices = count(
-        &app,
-        "SELECT COUNT(*) FROM messages WHERE text LIKE '@oli played%'",
-    )
-    .await;
+    let notices = app
+        .count("SELECT COUNT(*) FROM messages WHERE text LIKE '@oli played%'")
+        .await;
     assert_eq!(notices, 2);
     app.stop().await;
 }
@@ -498,16 +481,11 @@ async fn restart_and_reconcile_keep_every_share_watched(backend: Backend) {
 async fn a_retried_check_notifies_once(backend: Backend) {
     let db = TestDb::new(backend).await;
     let fake = fake().await;
-    let app = {
-        let fake = fake.clone();
-        spawn_app_at_own_url(&db, move |c| {
-            spotify_config(c, &fake);
-            short_schedule(c);
-            // The first check is far off: this test runs the checks itself.
-            c.sharing.min_first_check = Duration::from_secs(3600);
-        })
-        .await
-    };
+    let app = spawn_with(&db, &fake, |c| {
+        // The first check is far off: this test runs the checks itself.
+        c.sharing.min_first_check = Duration::from_secs(3600);
+    })
+    .await;
     let (pia, _) = linked(&app, &fake, "pia").await;
     let (quinn, _) = linked(&app, &fake, "quinn").await;
     befriend(&app, &pia, &quinn).await;
@@ -537,11 +515,9 @@ async fn a_retried_check_notifies_once(backend: Backend) {
     }
     sharing.run_check(check).await.unwrap();
     assert_eq!(share_status(&app, &short).await, "played");
-    let notices = count(
-        &app,
-        "SELECT COUNT(*) FROM messages WHERE text LIKE '@quinn played%'",
-    )
-    .await;
+    let notices = app
+        .count("SELECT COUNT(*) FROM messages WHERE text LIKE '@quinn played%'")
+        .await;
     assert_eq!(notices, 1);
     app.stop().await;
 }
@@ -549,15 +525,10 @@ async fn a_retried_check_notifies_once(backend: Backend) {
 async fn run_at_is_honoured_to_the_second(backend: Backend) {
     let db = TestDb::new(backend).await;
     let fake = fake().await;
-    let app = {
-        let fake = fake.clone();
-        spawn_app_at_own_url(&db, move |c| {
-            spotify_config(c, &fake);
-            short_schedule(c);
-            c.sharing.min_first_check = Duration::from_secs(3);
-        })
-        .await
-    };
+    let app = spawn_with(&db, &fake, |c| {
+        c.sharing.min_first_check = Duration::from_secs(3);
+    })
+    .await;
     let (rae, _) = linked(&app, &fake, "rae").await;
     let (sam, _) = linked(&app, &fake, "sam").await;
     befriend(&app, &rae, &sam).await;
@@ -579,15 +550,10 @@ async fn run_at_is_honoured_to_the_second(backend: Backend) {
 async fn the_job_board_shows_play_checks_to_admins_only(backend: Backend) {
     let db = TestDb::new(backend).await;
     let fake = fake().await;
-    let app = {
-        let fake = fake.clone();
-        spawn_app_at_own_url(&db, move |c| {
-            spotify_config(c, &fake);
-            short_schedule(c);
-            c.sharing.min_first_check = Duration::from_secs(3600);
-        })
-        .await
-    };
+    let app = spawn_with(&db, &fake, |c| {
+        c.sharing.min_first_check = Duration::from_secs(3600);
+    })
+    .await;
     let (una, _) = linked(&app, &fake, "una").await;
     let (vic, _) = linked(&app, &fake, "vic").await;
     befriend(&app, &una, &vic).await;

@@ -10,7 +10,7 @@ use chrono::Utc;
 use sea_orm::{ConnectionTrait, Statement};
 use segue_bot::{ChatAddress, ChatKind, Content, Handled, Incoming, Platform, ReplyMode, UserRef};
 
-use crate::fake_spotify::{CLIENT_ID, CLIENT_SECRET, Failure, FakeSpotify, Playing};
+use crate::fake_spotify::{CLIENT_ID, Failure, FakeSpotify, Playing};
 use crate::fake_telegram::FakeTelegram;
 use crate::helpers::{Backend, TestApp, TestDb, backend_tests, spawn_app_at_own_url};
 
@@ -35,15 +35,8 @@ backend_tests!(
 const SONG: &str = "4uLU6hMCjMI75M1A2tKUQC";
 
 async fn spawn(db: &TestDb, fake: &FakeSpotify) -> TestApp {
-    let accounts = fake.accounts_url();
-    let api = fake.api_url();
-    spawn_app_at_own_url(db, move |c| {
-        c.spotify.client_id = CLIENT_ID.to_owned();
-        c.spotify.client_secret = segue_bot::Secret::new(CLIENT_SECRET);
-        c.spotify.accounts_url = accounts.parse().unwrap();
-        c.spotify.api_url = api.parse().unwrap();
-    })
-    .await
+    let fake = fake.clone();
+    spawn_app_at_own_url(db, move |c| fake.configure(c)).await
 }
 
 async fn fake() -> FakeSpotify {
@@ -92,16 +85,6 @@ async fn user_id(app: &TestApp, handle: &str) -> i64 {
         .unwrap()
         .expect("user exists")
         .id
-}
-
-async fn count(app: &TestApp, sql: &str) -> i64 {
-    let db = app.core.store.db();
-    let row = db
-        .query_one_raw(Statement::from_string(db.get_database_backend(), sql))
-        .await
-        .unwrap()
-        .unwrap();
-    row.try_get_by_index::<i64>(0).unwrap()
 }
 
 async fn link_then_now_playing(backend: Backend) {
@@ -172,7 +155,7 @@ async fn link_then_now_playing(backend: Backend) {
         app.reply(&token, "/unlink").await,
         "Done: I deleted your Spotify tokens. Send /link to connect again."
     );
-    assert_eq!(count(&app, "SELECT COUNT(*) FROM spotify_links").await, 0);
+    assert_eq!(app.count("SELECT COUNT(*) FROM spotify_links").await, 0);
     assert!(app.reply(&token, "/np").await.contains("haven't linked"));
     app.stop().await;
 }
@@ -198,7 +181,7 @@ async fn generic_page_gives_a_code_for_link(backend: Backend) {
     let digits: String = code.chars().filter(char::is_ascii_digit).collect();
     assert_eq!(digits.len(), 16, "{code:?}");
     assert_eq!(
-        count(&app, "SELECT COUNT(*) FROM spotify_link_codes").await,
+        app.count("SELECT COUNT(*) FROM spotify_link_codes").await,
         1
     );
 
@@ -227,10 +210,10 @@ async fn generic_page_gives_a_code_for_link(backend: Backend) {
         "a code works once"
     );
     assert_eq!(
-        count(&app, "SELECT COUNT(*) FROM spotify_link_codes").await,
+        app.count("SELECT COUNT(*) FROM spotify_link_codes").await,
         0
     );
-    assert_eq!(count(&app, "SELECT COUNT(*) FROM spotify_links").await, 1);
+    assert_eq!(app.count("SELECT COUNT(*) FROM spotify_links").await, 1);
     app.stop().await;
 }
 
@@ -281,9 +264,9 @@ async fn bad_states_and_failed_consent_store_nothing(backend: Backend) {
     assert_eq!(status, 502);
     assert!(page.contains("Nothing was stored"), "{page}");
 
-    assert_eq!(count(&app, "SELECT COUNT(*) FROM spotify_links").await, 0);
+    assert_eq!(app.count("SELECT COUNT(*) FROM spotify_links").await, 0);
     assert_eq!(
-        count(&app, "SELECT COUNT(*) FROM spotify_link_codes").await,
+        app.count("SELECT COUNT(*) FROM spotify_link_codes").await,
         0
     );
     assert!(
@@ -720,7 +703,7 @@ async fn connect_joins_platforms_and_notify_here_picks_one(backend: Backend) {
             .contains("(notifications go here)")
     );
     assert_eq!(
-        count(&app, "SELECT COUNT(*) FROM users").await,
+        app.count("SELECT COUNT(*) FROM users").await,
         1,
         "the telegram user was joined into jack"
     );
@@ -752,26 +735,24 @@ async fn forget_leaves_no_row_about_the_person(backend: Backend) {
         ("spotify_links", "user_id"),
         ("codes", "user_id"),
     ] {
-        let n = count(
-            &app,
-            &format!("SELECT COUNT(*) FROM {table} WHERE {column} = {kim}"),
-        )
-        .await;
+        let n = app
+            .count(&format!(
+                "SELECT COUNT(*) FROM {table} WHERE {column} = {kim}"
+            ))
+            .await;
         assert_eq!(n, 0, "{table} still has a row about kim");
     }
     // Nothing in their chat, not even the goodbye; lee's rows are untouched.
     assert_eq!(
-        count(&app, "SELECT COUNT(*) FROM identities").await,
+        app.count("SELECT COUNT(*) FROM identities").await,
         2,
         "lee and the telegram user remain"
     );
-    let kim_texts = count(
-        &app,
-        "SELECT COUNT(*) FROM messages WHERE text LIKE '%forget%' OR text LIKE '%kim%'",
-    )
-    .await;
+    let kim_texts = app
+        .count("SELECT COUNT(*) FROM messages WHERE text LIKE '%forget%' OR text LIKE '%kim%'")
+        .await;
     assert_eq!(kim_texts, 0);
-    assert_eq!(count(&app, "SELECT COUNT(*) FROM sessions").await, 1);
+    assert_eq!(app.count("SELECT COUNT(*) FROM sessions").await, 1);
     // The old session is gone.
     let (status, _) = app
         .post_json(
@@ -828,13 +809,10 @@ async fn telegram_link_then_now_playing(backend: Backend) {
     let db = TestDb::new(backend).await;
     let fake = fake().await;
     let tg = FakeTelegram::start().await;
-    let (accounts, api) = (fake.accounts_url(), fake.api_url());
     let (tg_url, tg_token) = (tg.url.clone(), tg.token.clone());
+    let spotify = fake.clone();
     let app = spawn_app_at_own_url(&db, move |c| {
-        c.spotify.client_id = CLIENT_ID.to_owned();
-        c.spotify.client_secret = segue_bot::Secret::new(CLIENT_SECRET);
-        c.spotify.accounts_url = accounts.parse().unwrap();
-        c.spotify.api_url = api.parse().unwrap();
+        spotify.configure(c);
         c.telegram.token = segue_bot::Secret::new(tg_token);
         c.telegram.api_url = tg_url.parse().unwrap();
     })

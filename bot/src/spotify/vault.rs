@@ -38,23 +38,12 @@ impl CachedToken {
 }
 
 impl Spotify {
+    /// A grant's link row for a user: the parked form, claimed at once.
     pub(super) fn seal_link(&self, user_id: i64, grant: &Grant) -> spotify_link::Model {
-        let now = now_millis();
-        spotify_link::Model {
-            user_id,
-            spotify_id: grant.spotify_id.clone(),
-            spotify_name: grant.spotify_name.clone(),
-            key_id: self.keys.key_id().to_owned(),
-            refresh_token: self.keys.seal(grant.refresh_token.expose()),
-            access_token: self.keys.seal(grant.access_token.expose()),
-            access_expires_at: grant.expires_at,
-            scopes: grant.scopes.clone(),
-            broken_at: None,
-            linked_at: now,
-            updated_at: now,
-        }
+        self.link_from_code(user_id, self.seal_code("", grant, 0))
     }
 
+    /// A grant with both tokens sealed under the current key.
     pub(super) fn seal_code(
         &self,
         code_hash: &str,
