@@ -30,6 +30,8 @@ struct Args {
     friends: usize,
     /// Seconds until every check is due: enough for the worker to enqueue them all first.
     due_in: u64,
+    /// `database.max_connections`.
+    connections: u32,
 }
 
 fn args() -> Args {
@@ -37,6 +39,7 @@ fn args() -> Args {
         shares: 100_000,
         friends: 10_000,
         due_in: 120,
+        connections: 10,
     };
     let argv: Vec<String> = std::env::args().collect();
     for pair in argv.windows(2) {
@@ -44,6 +47,7 @@ fn args() -> Args {
             "--shares" => a.shares = pair[1].parse().unwrap_or(a.shares),
             "--friends" => a.friends = pair[1].parse().unwrap_or(a.friends),
             "--due-in" => a.due_in = pair[1].parse().unwrap_or(a.due_in),
+            "--connections" => a.connections = pair[1].parse().unwrap_or(a.connections),
             _ => {}
         }
     }
@@ -123,6 +127,7 @@ async fn main() -> anyhow::Result<()> {
     config.server.bind = "127.0.0.1:0".parse()?;
     config.admin.bind = "127.0.0.1:0".parse()?;
     config.database.url = Secret::new(url.clone());
+    config.database.max_connections = a.connections;
     config.security.secret_key = Secret::new(base64::engine::general_purpose::STANDARD.encode(key));
     config.security.key_file = dir.path().join("segue.key");
     config.spotify.client_id = "bench".to_owned();
@@ -228,7 +233,7 @@ async fn main() -> anyhow::Result<()> {
         if done >= a.shares as i64 {
             last = Some(t);
         }
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        tokio::time::sleep(Duration::from_millis(500)).await;
     }
     let elapsed = match (first, last) {
         (Some(f), Some(l)) => l - f,
