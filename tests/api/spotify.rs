@@ -612,9 +612,10 @@ async fn public_now_playing_api(backend: Backend) {
         app.reply(&other, "/np ivy").await,
         "Only friends can see each other's music, and @ivy isn't your friend yet (/invite)."
     );
-    assert_eq!(
-        app.reply(&other, "/np nobody").await,
-        "I don't know @nobody."
+    assert!(
+        app.reply(&other, "/np nobody")
+            .await
+            .starts_with("I don't know @nobody.")
     );
     app.stop().await;
 }

@@ -5,6 +5,7 @@ use chrono::Utc;
 
 use crate::command::{ArgKind, ArgSpec, Args, HandlerResult};
 use crate::error::CommandError;
+use crate::handlers::friends::find_person;
 use crate::handlers::link::spotify;
 use crate::message::{Button, Reply};
 use crate::router::Ctx;
@@ -22,12 +23,7 @@ pub async fn run(ctx: &Ctx, args: Args) -> HandlerResult {
     let (user_id, who) = match args.str("friend") {
         None => (ctx.person.user_id, None),
         Some(handle) => {
-            let Some(other) = store.user_by_handle(handle).await? else {
-                return Err(CommandError::user(format!(
-                    "I don't know @{}.",
-                    handle.trim_start_matches('@')
-                )));
-            };
+            let other = find_person(ctx, handle).await?;
             if other.id == ctx.person.user_id {
                 (other.id, None)
             } else if other.public_now_playing
