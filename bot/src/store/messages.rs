@@ -212,12 +212,18 @@ impl Store {
             .filter(message::Column::Platform.eq(chat.platform.as_str()))
             .filter(message::Column::ChatId.eq(&chat.chat_id))
             .filter(message::Column::Direction.eq("out"))
-            // Pending rows too, claimed ones included: a delivery attempt in flight may
-            // have found no stream open a moment before this one subscribed, and is about
-            // to mark the row held. The stream sends it now; ids dedupe a copy that also
-            // comes through the hub, and the attempt's result can't undo "delivered"
-            // (`finish_attempt` only finishes pending rows).
-            .filter(message::Column::Status.is_in([status::HELD, status::PENDING]))
+            .filter(
+                Condition::any()
+                    .add(message::Column::Status.eq(status::HELD))
+                    // Pending and not claimed: a claimed row is being delivered right now
+                    // and reaches an open stream through the hub, or is about to be held
+                    // (the stream takes a second look for those).
+                    .add(
+                        Condition::all()
+                            .add(message::Column::Status.eq(status::PENDING))
+                            .add(message::Column::NextAttemptAt.lte(now_millis())),
+                    ),
+            )
             .order_by_asc(message::Column::Id)
             .all(&self.db)
             .await?)

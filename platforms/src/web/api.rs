@@ -254,28 +254,34 @@ async fn stream_events(
     };
     match backlog {
         Ok(rows) => {
-            let held: Vec<i64> = rows
-                .iter()
-                .filter(|r| r.status == status::HELD || r.status == status::PENDING)
-                .map(|r| r.id)
-                .collect();
-            for row in &rows {
-                if tx.send(sse_event(&event_of(row))).await.is_err() {
-                    return;
-                }
-                sent.insert(row.id);
-                last = last.max(row.id);
-            }
-            if let Err(e) = store.mark_delivered(&held).await {
-                tracing::error!(error = %e, "marking held console messages delivered failed");
+            if replay(&store, rows, &tx, &mut sent, &mut last).await.is_err() {
+                return;
             }
         }
         Err(e) => tracing::error!(error = %e, "reading the console backlog failed"),
     }
+    // A delivery attempt that started before this stream subscribed may have found no
+    // stream and be about to mark its message held: look at the held rows once more
+    // after it has surely finished.
+    let second_look = tokio::time::sleep(SECOND_LOOK);
+    tokio::pin!(second_look);
+    let mut looked = false;
     loop {
         tokio::select! {
             _ = state.shutdown.cancelled() => break,
             _ = tx.closed() => break,
+            () = &mut second_look, if !looked => {
+                looked = true;
+                match store.held_for(&chat).await {
+                    Ok(rows) => {
+                        let held = rows.into_iter().filter(|r| r.status == status::HELD).collect();
+                        if replay(&store, held, &tx, &mut sent, &mut last).await.is_err() {
+                            break;
+                        }
+                    }
+                    Err(e) => tracing::error!(error = %e, "reading held console messages failed"),
+                }
+            }
             msg = live.recv() => match msg {
                 Ok(ev) => {
                     let id = ev.numeric_id();
@@ -313,6 +319,35 @@ async fn stream_events(
     }
     drop(live);
     state.hub.release(&who.web_id);
+}
+
+/// When a new stream looks at its held messages a second time.
+const SECOND_LOOK: Duration = Duration::from_secs(2);
+
+/// Sends backlog rows the stream hasn't sent yet and marks the held and pending ones
+/// delivered; `Err` when the client is gone.
+async fn replay(
+    store: &segue_bot::Store,
+    rows: Vec<message::Model>,
+    tx: &mpsc::Sender<Event>,
+    sent: &mut SentIds,
+    last: &mut i64,
+) -> Result<(), ()> {
+    let mut delivered = Vec::new();
+    for row in &rows {
+        if !sent.insert(row.id) {
+            continue;
+        }
+        tx.send(sse_event(&event_of(row))).await.map_err(|_| ())?;
+        *last = (*last).max(row.id);
+        if row.status == status::HELD || row.status == status::PENDING {
+            delivered.push(row.id);
+        }
+    }
+    if let Err(e) = store.mark_delivered(&delivered).await {
+        tracing::error!(error = %e, "marking held console messages delivered failed");
+    }
+    Ok(())
 }
 
 /// The ids a stream has sent recently (the newest 4,096).
