@@ -254,7 +254,10 @@ async fn stream_events(
     };
     match backlog {
         Ok(rows) => {
-            if replay(&store, rows, &tx, &mut sent, &mut last).await.is_err() {
+            if replay(&store, rows, &tx, &mut sent, &mut last)
+                .await
+                .is_err()
+            {
                 return;
             }
         }
