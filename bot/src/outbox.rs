@@ -463,8 +463,9 @@ impl Outbox {
             }
             DeliverError::Permanent { reason } => {
                 tracing::warn!(id = row.id, to = %msg.to, %reason, "delivery failed for good; dead-lettered");
-                self.settle(row, status::DEAD, reason).await?;
+                // Unreachable first: whoever sees the dead letter also sees why.
                 self.store.mark_unreachable(&msg.to).await?;
+                self.settle(row, status::DEAD, reason).await?;
                 Ok(false)
             }
             DeliverError::Transient {
