@@ -26,6 +26,9 @@ pub const QUEUE: &str = "play-checks";
 const CONCURRENCY: usize = 32;
 /// Due checks fetched per query.
 const BATCH: usize = 50;
+/// Heartbeats a worker may miss before its running checks go to another worker: with a
+/// 1 s heartbeat (the poll), a busy moment must not count as death.
+const MISSED_HEARTBEATS: usize = 15;
 /// How long to wait before restarting a worker whose backend failed.
 const RESTART_AFTER: Duration = Duration::from_secs(5);
 
@@ -61,6 +64,7 @@ fn pg_config() -> apalis_postgres::Config {
         .queue(QUEUE)
         .batch_size(BATCH)
         .heartbeat_interval(POLL)
+        .missed_heartbeats(MISSED_HEARTBEATS)
 }
 
 fn sqlite_config() -> apalis_sqlite::Config {
@@ -68,12 +72,13 @@ fn sqlite_config() -> apalis_sqlite::Config {
         .queue(QUEUE)
         .batch_size(BATCH)
         .heartbeat_interval(POLL)
+        .missed_heartbeats(MISSED_HEARTBEATS)
 }
 
 impl PlayChecks {
     /// Sets up apalis's tables (idempotent) and opens the queue. On SQLite apalis gets
     /// its own single connection: its set-up turns `synchronous` off on the connection
-    /// it runs on, which must not be one of ours.
+    /// it runs on, which must not be one of ours, and is set back to NORMAL after.
     pub async fn open(db: &DatabaseConnection, url: &str) -> Result<Self, OpenError> {
         match db.get_database_backend() {
             DbBackend::Postgres => {
@@ -99,6 +104,13 @@ impl PlayChecks {
                 SqliteStorage::setup(&pool)
                     .await
                     .map_err(|e| OpenError::Setup(e.to_string()))?;
+                // The set-up turned `synchronous` off on this (only) connection, and it
+                // writes to our database file: back to Segue's NORMAL (durable across
+                // process crashes; OFF risks the file on power loss).
+                sea_orm::sqlx::query("PRAGMA synchronous = NORMAL")
+                    .execute(&pool)
+                    .await
+                    .map_err(|e| OpenError::Sqlite(e.to_string()))?;
                 Ok(Self::Sqlite(
                     SqliteStorage::new(&pool).with_config(sqlite_config()),
                 ))
