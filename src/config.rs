@@ -23,6 +23,7 @@ pub struct Config {
     pub limits: LimitsConfig,
     pub web: WebConfig,
     pub telegram: TelegramConfig,
+    pub discord: DiscordConfig,
     pub spotify: SpotifyConfig,
     pub sharing: SharingConfig,
     pub log: LogConfig,
@@ -180,6 +181,51 @@ impl Default for TelegramConfig {
     }
 }
 
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DiscordMode {
+    Gateway,
+    Interactions,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DiscordConfig {
+    /// The bot token (Bot page of the application); Discord is enabled when it is set.
+    pub token: Secret,
+    /// The application id (General Information).
+    pub application_id: String,
+    /// The application's hex Ed25519 public key (General Information), for
+    /// `POST /webhooks/discord`.
+    pub public_key: String,
+    /// Discord's base URL; REST calls go to `<api_url>/api/v10` (tests change it).
+    pub api_url: Url,
+    /// `gateway` (no public URL needed) or `interactions` (POST /webhooks/discord).
+    pub mode: DiscordMode,
+    /// Register commands in this guild only (instant) instead of globally.
+    pub guild_id: String,
+    /// How long a command may run before its answer is deferred (Discord allows 3 s).
+    #[serde(with = "humantime_serde")]
+    pub defer_after: Duration,
+    /// Outbound messages per second overall (0: no limit, for benchmarks).
+    pub max_per_second: f64,
+}
+
+impl Default for DiscordConfig {
+    fn default() -> Self {
+        Self {
+            token: Secret::default(),
+            application_id: String::new(),
+            public_key: String::new(),
+            api_url: Url::parse("https://discord.com").expect("valid default URL"),
+            mode: DiscordMode::Gateway,
+            guild_id: String::new(),
+            defer_after: Duration::from_millis(2000),
+            max_per_second: 45.0,
+        }
+    }
+}
+
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct SpotifyConfig {
@@ -272,6 +318,10 @@ const VERBATIM_KEYS: &[&str] = &[
     "security.admin_token",
     "telegram.token",
     "telegram.webhook_secret",
+    "discord.token",
+    "discord.application_id",
+    "discord.public_key",
+    "discord.guild_id",
     "spotify.client_id",
     "spotify.client_secret",
     "log.level",
@@ -384,6 +434,7 @@ impl Config {
         {
             problems.push("telegram rate limits can't be negative (0 lifts a limit)".to_owned());
         }
+        problems.extend(self.discord.problems());
         if self.spotify.client_id.is_empty() != self.spotify.client_secret.is_empty() {
             problems.push(
                 "spotify.client_id and spotify.client_secret go together: set both (from Spotify's developer dashboard) or neither"
@@ -423,6 +474,52 @@ impl Config {
     /// The effective configuration as TOML, secrets shown as `[redacted]`.
     pub fn to_redacted_toml(&self) -> String {
         toml::to_string_pretty(self).unwrap_or_else(|e| format!("# could not render: {e}\n"))
+    }
+}
+
+impl DiscordConfig {
+    /// What is wrong with the `[discord]` section, for `check-config` and start.
+    fn problems(&self) -> Vec<String> {
+        let mut problems = Vec::new();
+        let snowflake =
+            |s: &str| !s.is_empty() && s.len() <= 20 && s.bytes().all(|b| b.is_ascii_digit());
+        if !self.public_key.is_empty()
+            && segue_platforms::discord::parse_public_key(&self.public_key).is_err()
+        {
+            problems.push(segue_platforms::discord::BadPublicKey.to_string());
+        }
+        if !self.guild_id.is_empty() && !snowflake(&self.guild_id) {
+            problems.push("discord.guild_id must be a server id (digits)".to_owned());
+        }
+        if !matches!(self.api_url.scheme(), "http" | "https") {
+            problems.push("discord.api_url must be an http:// or https:// URL".to_owned());
+        }
+        if self.defer_after >= Duration::from_millis(2900) {
+            problems.push(
+                "discord.defer_after must be under 2.9s (Discord wants an answer within 3 seconds)"
+                    .to_owned(),
+            );
+        }
+        if self.max_per_second < 0.0 {
+            problems
+                .push("discord.max_per_second can't be negative (0 lifts the limit)".to_owned());
+        }
+        if self.token.is_empty() {
+            return problems;
+        }
+        if !snowflake(&self.application_id) {
+            problems.push(
+                "discord.application_id must be set to the application id (digits, General Information in the developer portal)"
+                    .to_owned(),
+            );
+        }
+        if self.mode == DiscordMode::Interactions && self.public_key.is_empty() {
+            problems.push(
+                "discord.public_key must be set in interactions mode (it verifies every request)"
+                    .to_owned(),
+            );
+        }
+        problems
     }
 }
 

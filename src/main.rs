@@ -40,7 +40,8 @@ enum Command {
     },
     /// Validate the configuration and print it with secrets redacted; exit 1 on errors.
     CheckConfig,
-    /// Push the command table to the configured platforms (Telegram's command menu).
+    /// Push the command table to the configured platforms (Telegram's command menu,
+    /// Discord's slash commands).
     RegisterCommands,
     /// Print the command table every platform gets.
     Commands {
@@ -168,8 +169,23 @@ async fn register_commands(config: &Config) -> anyhow::Result<()> {
         )?;
         any = true;
     }
+    if let Some(discord) = segue::startup::discord(config)? {
+        let n = discord
+            .register_commands(&table)
+            .await
+            .map_err(|e| anyhow::anyhow!("Discord bulk overwrite of slash commands failed: {e}"))?;
+        let scope = if config.discord.guild_id.is_empty() {
+            "globally".to_owned()
+        } else {
+            format!("in guild {}", config.discord.guild_id)
+        };
+        writeln!(out, "discord: {n} slash commands registered {scope}")?;
+        any = true;
+    }
     if !any {
-        anyhow::bail!("no platform with a command menu is configured (set telegram.token)");
+        anyhow::bail!(
+            "no platform with a command menu is configured (set telegram.token or discord.token)"
+        );
     }
     Ok(())
 }

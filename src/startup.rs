@@ -17,13 +17,14 @@ use segue_bot::{Core, CoreSettings, Deliver, Metrics, Outbox, Platform, Router, 
 use segue_jobs::WorkerSettings;
 use segue_jobs::play_check::PlayChecks;
 use segue_migrations::{Migrator, MigratorTrait};
+use segue_platforms::discord::{self, Discord, DiscordSettings};
 use segue_platforms::telegram::{Limits, Mode, Telegram, TelegramSettings};
 use segue_platforms::web::WebConsole;
 use segue_platforms::{Adapter, AdapterContext};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{Config, TelegramMode};
+use crate::config::{Config, DiscordMode, TelegramMode};
 
 /// The enabled platforms. Adding a platform: its folder in `platforms/`, one line here.
 fn adapters(config: &Config, secret_key: &[u8; 32]) -> anyhow::Result<Vec<Box<dyn Adapter>>> {
@@ -33,6 +34,9 @@ fn adapters(config: &Config, secret_key: &[u8; 32]) -> anyhow::Result<Vec<Box<dy
     }
     if let Some(telegram) = telegram(config, secret_key)? {
         adapters.push(Box::new(telegram));
+    }
+    if let Some(discord) = discord(config)? {
+        adapters.push(Box::new(discord));
     }
     Ok(adapters)
 }
@@ -69,6 +73,33 @@ pub fn telegram(config: &Config, secret_key: &[u8; 32]) -> anyhow::Result<Option
         },
     };
     Ok(Some(Telegram::new(settings)?))
+}
+
+/// The Discord adapter, when `discord.token` is set.
+pub fn discord(config: &Config) -> anyhow::Result<Option<Discord>> {
+    let d = &config.discord;
+    if d.token.is_empty() {
+        return Ok(None);
+    }
+    let public_key = if d.public_key.is_empty() {
+        None
+    } else {
+        Some(discord::parse_public_key(&d.public_key)?)
+    };
+    let settings = DiscordSettings {
+        token: d.token.clone(),
+        application_id: d.application_id.clone(),
+        public_key,
+        api_url: d.api_url.as_str().trim_end_matches('/').to_owned(),
+        mode: match d.mode {
+            DiscordMode::Gateway => discord::Mode::Gateway,
+            DiscordMode::Interactions => discord::Mode::Interactions,
+        },
+        guild_id: (!d.guild_id.is_empty()).then(|| d.guild_id.clone()),
+        defer_after: d.defer_after,
+        max_per_second: d.max_per_second,
+    };
+    Ok(Some(Discord::new(settings)))
 }
 
 /// The Spotify service, when `spotify.client_id` is set.

@@ -79,6 +79,7 @@ fn route(c: &mut Criterion) {
         },
         content: Content::Text(text.to_owned()),
         bot_username: None,
+        private_chat: None,
     };
     let mut group = c.benchmark_group("route");
     group.bench_function("/ping via Router::handle (SQLite in memory)", |b| {

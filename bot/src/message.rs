@@ -141,6 +141,10 @@ pub struct Incoming {
     pub content: Content,
     /// The bot's own username on this platform, so `/cmd@other_bot` can be ignored.
     pub bot_username: Option<String>,
+    /// Where the sender can be reached privately when `chat` is a group: a chat id on
+    /// this platform for their notifications (Discord: `@<user id>`, a DM opened on
+    /// delivery). `None` where only private chats reach a person.
+    pub private_chat: Option<String>,
 }
 
 /// What a button does when pressed.

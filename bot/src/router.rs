@@ -217,7 +217,12 @@ impl Router {
         let received_at = now_millis();
         let store = &self.core.store;
         let person = store
-            .resolve(&incoming.user, &incoming.chat, incoming.chat_kind)
+            .resolve_reaching(
+                &incoming.user,
+                &incoming.chat,
+                incoming.chat_kind,
+                incoming.private_chat.as_deref(),
+            )
             .await?;
         let ctx = Ctx::new(self.core.clone(), incoming, person);
         let route = self.route(&ctx.incoming);

@@ -3,6 +3,7 @@
 //! [`Deliver`] implementation), and may add HTTP routes (webhooks, the console) and
 //! background tasks (polling, gateways). The composition root registers them.
 
+pub mod discord;
 pub mod http;
 pub mod telegram;
 pub mod web;

@@ -37,6 +37,7 @@ fn incoming(
         },
         content,
         bot_username: Some("segue_bot".into()),
+        private_chat: None,
     }
 }
 

@@ -50,6 +50,18 @@ impl Store {
         chat: &ChatAddress,
         kind: ChatKind,
     ) -> Result<Person, StoreError> {
+        self.resolve_reaching(sender, chat, kind, None).await
+    }
+
+    /// [`Self::resolve`], for a message in a group that names where the sender can be
+    /// reached privately (`Incoming::private_chat`).
+    pub async fn resolve_reaching(
+        &self,
+        sender: &UserRef,
+        chat: &ChatAddress,
+        kind: ChatKind,
+        private_chat: Option<&str>,
+    ) -> Result<Person, StoreError> {
         self.remember_chat(chat, kind).await?;
         let key = (sender.platform, sender.id.clone());
         if let Some(c) = self
@@ -62,7 +74,11 @@ impl Store {
         {
             return Ok(c.person.clone());
         }
-        let person = self.resolve_uncached(sender, chat, kind).await?;
+        let private_chat = match kind {
+            ChatKind::Private => Some(chat.chat_id.clone()),
+            ChatKind::Group => private_chat.map(str::to_owned),
+        };
+        let person = self.resolve_uncached(sender, private_chat).await?;
         let mut people = self.people.lock().unwrap_or_else(|e| e.into_inner());
         clear_if_full(&mut people);
         people.insert(
@@ -79,11 +95,9 @@ impl Store {
     async fn resolve_uncached(
         &self,
         sender: &UserRef,
-        chat: &ChatAddress,
-        kind: ChatKind,
+        private_chat: Option<String>,
     ) -> Result<Person, StoreError> {
         let now = now_millis();
-        let private_chat = (kind == ChatKind::Private).then(|| chat.chat_id.clone());
         for _ in 0..3 {
             if let Some(found) = identity::Entity::find()
                 .filter(identity::Column::Platform.eq(sender.platform.as_str()))

@@ -61,6 +61,7 @@ pub fn convert(update: &Update, bot_username: Option<&str>) -> Converted {
                     user: user_ref(from),
                     content: Content::Text(text.to_owned()),
                     bot_username,
+                    private_chat: None,
                 }),
                 None,
             )
@@ -79,6 +80,7 @@ pub fn convert(update: &Update, bot_username: Option<&str>) -> Converted {
                     user: user_ref(&q.from),
                     content: Content::Button { data: data.clone() },
                     bot_username,
+                    private_chat: None,
                 }),
                 Some(q.id.clone()),
             )
