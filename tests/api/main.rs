@@ -2,13 +2,16 @@
 //! tree). Each test runs on SQLite and, when `SEGUE_TEST_DATABASE_URL` is set, on a fresh
 //! PostgreSQL database too (see `helpers::backend_tests!`).
 
+mod fake_discord;
 mod fake_spotify;
 mod fake_telegram;
 mod helpers;
+mod openapi;
 
 mod admin;
 mod cli;
 mod console;
+mod discord;
 mod health;
 mod outbox;
 mod router;

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use segue_bot::error::APOLOGY;
 use segue_bot::outbox::Recorded;
-use segue_bot::{Button, ButtonAction, Handled, Incoming, ReplyMode, Router};
+use segue_bot::{Button, ButtonAction, Content, Handled, Incoming, ReplyMode, Router};
 use serenity::all::{
     ButtonStyle, CreateActionRow, CreateAllowedMentions, CreateButton, CreateInteractionResponse,
     CreateInteractionResponseFollowup, CreateInteractionResponseMessage, EditInteractionResponse,
@@ -136,6 +136,8 @@ pub fn components(buttons: &[Button]) -> Vec<CreateActionRow> {
 pub struct Later {
     rest: Arc<Rest>,
     token: String,
+    /// What to say when the handler had nothing to say.
+    nothing: &'static str,
     /// The reply that replaces the deferral, when the response was one.
     edit: Option<tokio::task::JoinHandle<Vec<Piece>>>,
     followups: Vec<Piece>,
@@ -154,7 +156,7 @@ impl Later {
                 }
             };
             let first = if pieces.is_empty() {
-                Piece::note("Done.")
+                Piece::note(self.nothing)
             } else {
                 pieces.remove(0)
             };
@@ -213,6 +215,10 @@ impl Responder {
         incoming: Incoming,
         token: Token,
     ) -> (CreateInteractionResponse, Option<Later>) {
+        let nothing = match incoming.content {
+            Content::Button { .. } => "That button doesn't do anything any more.",
+            _ => "Done.",
+        };
         let router = self.router.clone();
         // Its own task: the deadline must not cut handling short.
         let mut task =
@@ -224,7 +230,7 @@ impl Responder {
                     vec![Piece::note(APOLOGY)]
                 });
                 let first = if pieces.is_empty() {
-                    Piece::note("Done.")
+                    Piece::note(nothing)
                 } else {
                     pieces.remove(0)
                 };
@@ -238,6 +244,7 @@ impl Responder {
                 let later = Later {
                     rest: self.rest.clone(),
                     token: token.token,
+                    nothing,
                     edit: None,
                     followups: pieces,
                 };
@@ -248,6 +255,7 @@ impl Responder {
                 let later = Later {
                     rest: self.rest.clone(),
                     token: token.token,
+                    nothing,
                     edit: Some(task),
                     followups: Vec::new(),
                 };
