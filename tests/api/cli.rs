@@ -133,6 +133,34 @@ fn check_config_validates_and_redacts() {
             vec![("SEGUE_SPOTIFY__API_URL", "ftp://x")],
             "spotify.api_url",
         ),
+        // A malformed Discord key is a configuration error, not a panic at start.
+        (
+            vec![("SEGUE_DISCORD__PUBLIC_KEY", "not-hex")],
+            "discord.public_key must be the application's public key",
+        ),
+        (
+            vec![(
+                "SEGUE_DISCORD__PUBLIC_KEY",
+                "d75a980182b10ab7d54bfed3c964073a0ee172f3daa62325af021a68f70751zz",
+            )],
+            "discord.public_key",
+        ),
+        (
+            vec![("SEGUE_DISCORD__TOKEN", "t")],
+            "discord.application_id must be set",
+        ),
+        (
+            vec![
+                ("SEGUE_DISCORD__TOKEN", "t"),
+                ("SEGUE_DISCORD__APPLICATION_ID", "1100000000000000001"),
+                ("SEGUE_DISCORD__MODE", "interactions"),
+            ],
+            "discord.public_key must be set in interactions mode",
+        ),
+        (
+            vec![("SEGUE_DISCORD__DEFER_AFTER", "5s")],
+            "discord.defer_after",
+        ),
     ];
     for (env, expected) in cases {
         let out = segue()
@@ -162,6 +190,49 @@ fn check_config_validates_and_redacts() {
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("does not exist"));
+}
+
+/// `segue register-commands` pushes the table to Discord (bulk overwrite, in the guild);
+/// the ids stay text even from the environment.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn register_commands_pushes_slash_commands_to_discord() {
+    use crate::fake_discord::{APP_ID, FakeDiscord, TOKEN};
+    let fake = FakeDiscord::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let out = tokio::task::spawn_blocking({
+        let url = fake.url.clone();
+        let dir = dir.path().to_owned();
+        move || {
+            segue()
+                .current_dir(&dir)
+                .arg("register-commands")
+                .env("SEGUE_DISCORD__TOKEN", TOKEN)
+                .env("SEGUE_DISCORD__APPLICATION_ID", APP_ID)
+                .env("SEGUE_DISCORD__GUILD_ID", "0012")
+                .env("SEGUE_DISCORD__API_URL", url)
+                .output()
+                .unwrap()
+        }
+    })
+    .await
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("discord: 20 slash commands registered in guild 0012"),
+        "{stdout}"
+    );
+    let puts = fake.bodies(
+        "PUT",
+        &format!("/applications/{APP_ID}/guilds/0012/commands"),
+    );
+    assert_eq!(puts.len(), 1);
+    assert_eq!(puts[0].as_array().unwrap().len(), 20, "19 commands and /np");
+    assert!(fake.violations().is_empty(), "{:?}", fake.violations());
 }
 
 /// The example configuration is valid and says exactly what the defaults are.

@@ -374,7 +374,7 @@ fn answer(
                     error(StatusCode::NOT_FOUND, 10015, "Unknown Webhook"),
                 );
             }
-            ok(message(&body, "1200000000000000002"))
+            ok(message(body, "1200000000000000002"))
         }
         "/users/@me/channels" => {
             let Some(user) = body["recipient_id"].as_str().map(str::to_owned) else {

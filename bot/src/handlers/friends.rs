@@ -42,16 +42,27 @@ pub(crate) fn normalize_code(code: &str) -> String {
         .collect()
 }
 
-/// The Segue user someone means: a handle (with or without `@`), or on Telegram the
-/// `@username` of someone who has talked to the bot.
+/// The Segue user someone means: a handle (with or without `@`), on Telegram and
+/// Discord the `@username` of someone who has talked to the bot, and on Discord a picked
+/// mention (`<@id>`).
 pub(crate) async fn find_person(ctx: &Ctx, raw: &str) -> Result<user::Model, CommandError> {
-    let name = raw.trim().trim_start_matches('@');
+    let platform = ctx.incoming.chat.platform;
     let store = &ctx.core.store;
+    if platform == Platform::Discord
+        && let Some(id) = discord_mention(raw)
+    {
+        return match store.user_by_platform_id(platform, id).await? {
+            Some(u) => Ok(u),
+            None => Err(CommandError::user(
+                "They haven't used Segue yet. Ask them to send /start to me once, then you can /invite them.",
+            )),
+        };
+    }
+    let name = raw.trim().trim_start_matches('@');
     if let Some(u) = store.user_by_handle(name).await? {
         return Ok(u);
     }
-    let platform = ctx.incoming.chat.platform;
-    if platform == Platform::Telegram
+    if matches!(platform, Platform::Telegram | Platform::Discord)
         && let Some(u) = store.user_by_username(platform, name).await?
     {
         return Ok(u);
@@ -59,6 +70,16 @@ pub(crate) async fn find_person(ctx: &Ctx, raw: &str) -> Result<user::Model, Com
     Err(CommandError::user(format!(
         "I don't know @{name}. They need to talk to me once first (/start), then you can /invite them."
     )))
+}
+
+/// The user id in a Discord mention, `<@123>` or `<@!123>`.
+fn discord_mention(raw: &str) -> Option<&str> {
+    let id = raw
+        .trim()
+        .strip_prefix("<@")?
+        .strip_suffix('>')?
+        .trim_start_matches('!');
+    (!id.is_empty() && id.bytes().all(|b| b.is_ascii_digit())).then_some(id)
 }
 
 pub async fn invite(ctx: &Ctx, _args: Args) -> HandlerResult {
@@ -164,5 +185,21 @@ pub async fn unfriend(ctx: &Ctx, args: Args) -> HandlerResult {
             "@{} isn't your friend.",
             other.handle
         ))])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::discord_mention;
+
+    #[test]
+    fn discord_mentions_name_a_user_id() {
+        assert_eq!(
+            discord_mention("<@80351110224678912>"),
+            Some("80351110224678912")
+        );
+        assert_eq!(discord_mention(" <@!42> "), Some("42"));
+        assert_eq!(discord_mention("<@&42>"), None, "a role");
+        assert_eq!(discord_mention("bob"), None);
     }
 }

@@ -44,6 +44,23 @@ impl Store {
         }
     }
 
+    /// The user behind a platform account, by the platform's user id.
+    pub async fn user_by_platform_id(
+        &self,
+        platform: Platform,
+        platform_user_id: &str,
+    ) -> Result<Option<user::Model>, StoreError> {
+        let found = identity::Entity::find()
+            .filter(identity::Column::Platform.eq(platform.as_str()))
+            .filter(identity::Column::PlatformUserId.eq(platform_user_id))
+            .one(&self.db)
+            .await?;
+        match found {
+            Some(i) => self.user(i.user_id).await,
+            None => Ok(None),
+        }
+    }
+
     pub async fn user(&self, user_id: i64) -> Result<Option<user::Model>, StoreError> {
         Ok(user::Entity::find_by_id(user_id).one(&self.db).await?)
     }

@@ -2,8 +2,10 @@
 //! reach it. `loadgen console` drives Segue's web console API: it opens sessions, then
 //! sends `/ping` from many of them at once (as fast as possible, or at a fixed rate) and
 //! reports commands per second and latency percentiles. `loadgen telegram` measures any
-//! Telegram bot in webhook mode against a fake Bot API it serves.
+//! Telegram bot in webhook mode against a fake Bot API it serves; `loadgen discord` any
+//! Discord bot's interactions endpoint with signed interactions.
 
+mod discord;
 mod telegram;
 
 use std::io::Write;
@@ -28,6 +30,8 @@ enum Cmd {
     Console(ConsoleArgs),
     /// Drive any Telegram bot's webhook, serving it a fake Bot API.
     Telegram(telegram::TelegramArgs),
+    /// Drive any Discord bot's interactions endpoint with signed interactions.
+    Discord(discord::DiscordArgs),
 }
 
 #[derive(clap::Args)]
@@ -60,6 +64,7 @@ async fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Cmd::Console(args) => console(args).await,
         Cmd::Telegram(args) => telegram::run(args).await,
+        Cmd::Discord(args) => discord::run(args).await,
     }
 }
 
