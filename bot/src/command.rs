@@ -41,6 +41,17 @@ pub enum ArgKind {
     Choice(&'static [&'static str]),
 }
 
+/// What a platform that completes arguments as people type (Discord's autocomplete) may
+/// suggest for one (see `crate::suggest`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Suggest {
+    Nothing,
+    /// The person's friends' handles (the default for [`ArgKind::User`]).
+    Friends,
+    /// Spotify tracks matching the words typed so far.
+    Tracks,
+}
+
 /// One argument of a command.
 #[derive(Clone, Copy, Debug, Serialize)]
 pub struct ArgSpec {
@@ -49,6 +60,8 @@ pub struct ArgSpec {
     #[serde(flatten)]
     pub kind: ArgKind,
     pub required: bool,
+    #[serde(skip)]
+    pub suggest: Suggest,
 }
 
 impl ArgSpec {
@@ -58,6 +71,7 @@ impl ArgSpec {
             description,
             kind,
             required: true,
+            suggest: Self::default_suggest(kind),
         }
     }
 
@@ -67,6 +81,19 @@ impl ArgSpec {
             description,
             kind,
             required: false,
+            suggest: Self::default_suggest(kind),
+        }
+    }
+
+    /// Completes this argument with `suggest` where the platform can.
+    pub const fn suggesting(self, suggest: Suggest) -> Self {
+        Self { suggest, ..self }
+    }
+
+    const fn default_suggest(kind: ArgKind) -> Suggest {
+        match kind {
+            ArgKind::User => Suggest::Friends,
+            _ => Suggest::Nothing,
         }
     }
 }

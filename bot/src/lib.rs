@@ -20,11 +20,12 @@ pub mod sharing;
 pub mod split;
 pub mod spotify;
 pub mod store;
+pub mod suggest;
 pub mod types;
 pub mod when;
 
 pub use crate::core::{Core, CoreSettings};
-pub use command::{ArgKind, ArgSpec, ArgValue, Args, CommandSpec, CommandTable};
+pub use command::{ArgKind, ArgSpec, ArgValue, Args, CommandSpec, CommandTable, Suggest};
 pub use error::CommandError;
 pub use message::{
     Button, ButtonAction, ChatAddress, ChatKind, Content, Incoming, Outgoing, Platform, Reply,

@@ -15,7 +15,7 @@ use crate::message::{ChatAddress, ChatKind, Content, Incoming, Outgoing, Reply};
 use crate::middleware::{BanCheck, Middleware, RateLimit};
 use crate::outbox::Recorded;
 use crate::store::entities::message::status;
-use crate::store::{NewMessage, Person, StoreError};
+use crate::store::{NewMessage, Person, Sighting, StoreError};
 
 /// How replies leave.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -192,26 +192,22 @@ impl Router {
         let store = &self.core.store;
         let platform = incoming.chat.platform;
         let Some(ext) = incoming.external_id.clone() else {
-            return self.handle_in_order(incoming, mode).await;
+            return self.handle_in_order(incoming, mode, None).await;
         };
-        if !store.first_sighting(platform, &ext).await? {
+        let Some(sighting) = store.begin_sighting(platform, &ext).await? else {
             tracing::debug!(%platform, id = %ext, "redelivered event ignored");
             return Ok(Handled::Duplicate);
-        }
-        let result = self.handle_in_order(incoming, mode).await;
-        if result.is_err() {
-            // Nothing was recorded: let the platform's redelivery be handled.
-            if let Err(e) = store.forget_sighting(platform, &ext).await {
-                tracing::error!(error = %e, %platform, id = %ext, "could not undo a dedupe marker");
-            }
-        }
-        result
+        };
+        // The marker is written with the audit rows; if handling fails, nothing is, and
+        // the platform's redelivery is handled.
+        self.handle_in_order(incoming, mode, Some(&sighting)).await
     }
 
     async fn handle_in_order(
         &self,
         incoming: Incoming,
         mode: ReplyMode,
+        sighting: Option<&Sighting>,
     ) -> Result<Handled, StoreError> {
         let started = Instant::now();
         let received_at = now_millis();
@@ -287,7 +283,7 @@ impl Router {
             }
             recorded.extend(rec);
         }
-        store.record(rows).await?;
+        store.record_seen(rows, sighting).await?;
         let metrics = &self.core.metrics;
         metrics.message(platform.as_str(), true, outcome.status);
         metrics.handled(outcome.command.unwrap_or("-"), elapsed.as_secs_f64());

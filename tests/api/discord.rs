@@ -36,7 +36,8 @@ fn config(db: &TestDb, fake: &FakeDiscord, mode: DiscordMode) -> segue::Config {
     c
 }
 
-/// Posts a body to the endpoint with the given signature headers.
+/// Posts a body to the endpoint with the given signature headers; an answer must fit
+/// the spec's interaction response.
 async fn post_signed(app: &TestApp, body: &str, ts: &str, sig: Option<&str>) -> (u16, Value) {
     let mut req = app
         .client
@@ -50,7 +51,26 @@ async fn post_signed(app: &TestApp, body: &str, ts: &str, sig: Option<&str>) -> 
     }
     let res = req.send().await.unwrap();
     let status = res.status().as_u16();
-    (status, res.json().await.unwrap_or(Value::Null))
+    let body = res.json().await.unwrap_or(Value::Null);
+    if status == 200 {
+        let problems = SPEC.with(|spec| {
+            let schema = spec.request_schema(
+                "post",
+                "/interactions/{interaction_id}/{interaction_token}/callback",
+            );
+            spec.check(schema, &body)
+        });
+        assert!(problems.is_empty(), "{body}: {problems:?}");
+    }
+    (status, body)
+}
+
+thread_local! {
+    /// The spec, for checking the endpoint's answers (loaded once per test thread).
+    static SPEC: crate::openapi::Spec = crate::openapi::Spec::load(&format!(
+        "{}/../shared/specs/discord-openapi-v10.json",
+        env!("CARGO_MANIFEST_DIR")
+    ));
 }
 
 /// Signs and posts an interaction as Discord would now.
@@ -205,6 +225,34 @@ async fn interactions_endpoint_end_to_end(backend: Backend) {
             .contains("nelly\\_d"),
         "{me}"
     );
+
+    // Autocomplete: a friend's handle is suggested as Nelly types.
+    app.session("bob").await;
+    let nelly = app
+        .count("SELECT user_id FROM identities WHERE platform = 'discord'")
+        .await;
+    let bob_id = app.count("SELECT id FROM users WHERE handle = 'bob'").await;
+    app.core
+        .store
+        .befriend(nelly, bob_id, chrono::Utc::now().timestamp_millis())
+        .await
+        .unwrap();
+    let mut typing = command(
+        2_000_005,
+        "share",
+        json!([{"name": "friend", "type": 3, "value": "b", "focused": true}]),
+    );
+    typing["type"] = json!(4);
+    let (status, suggested) = interact(&app, &typing).await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        suggested,
+        json!({"type": 8, "data": {"choices": [{"name": "@bob", "value": "bob"}]}})
+    );
+    typing["id"] = json!("2000006");
+    typing["data"]["options"][0]["value"] = json!("x");
+    let (_, none) = interact(&app, &typing).await;
+    assert_eq!(none["data"]["choices"], json!([]));
 
     assert!(fake.violations().is_empty(), "{:?}", fake.violations());
     app.stop().await;

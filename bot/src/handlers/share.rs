@@ -3,7 +3,7 @@
 
 use chrono::{TimeDelta, Utc};
 
-use crate::command::{ArgKind, ArgSpec, Args, HandlerResult};
+use crate::command::{ArgKind, ArgSpec, Args, HandlerResult, Suggest};
 use crate::error::CommandError;
 use crate::handlers::friends::find_person;
 use crate::message::Reply;
@@ -20,7 +20,8 @@ pub const SHARE_ARGS: &[ArgSpec] = &[
         "track",
         ArgKind::Text,
         "A Spotify track link, a spotify:track: URI, or words to search for",
-    ),
+    )
+    .suggesting(Suggest::Tracks),
 ];
 
 pub const CANCEL_ARGS: &[ArgSpec] = &[ArgSpec::required(

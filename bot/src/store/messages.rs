@@ -6,6 +6,7 @@ use sea_orm::{
     ColumnTrait, Condition, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder, QuerySelect, Set,
 };
 
+use super::Sighting;
 use super::entities::message::{self, status};
 use super::{Store, StoreError};
 use crate::ids::now_millis;
@@ -68,8 +69,22 @@ pub struct MessageCounts {
 impl Store {
     /// Records rows; durable when this returns. Many callers share one commit.
     pub async fn record(&self, rows: Vec<NewMessage>) -> Result<(), StoreError> {
+        self.record_seen(rows, None).await
+    }
+
+    /// [`Self::record`], marking the platform event the rows answer as handled in the
+    /// same commit (see [`Store::begin_sighting`]).
+    pub async fn record_seen(
+        &self,
+        rows: Vec<NewMessage>,
+        seen: Option<&Sighting>,
+    ) -> Result<(), StoreError> {
+        let markers = seen.map(Sighting::marker).into_iter().collect();
         self.writer
-            .write(rows.into_iter().map(NewMessage::into_active).collect())
+            .write(
+                rows.into_iter().map(NewMessage::into_active).collect(),
+                markers,
+            )
             .await
     }
 

@@ -12,7 +12,7 @@ mod spotify;
 mod writer;
 
 use std::collections::{HashMap, HashSet};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use sea_orm::{ConnectOptions, Database, DatabaseConnection, DbBackend, DbErr};
@@ -75,6 +75,8 @@ pub struct Store {
     people: Mutex<HashMap<(Platform, String), people::Cached>>,
     sessions: Mutex<HashMap<String, WebSession>>,
     chats: Mutex<HashSet<(Platform, String)>>,
+    /// Platform events being handled right now (see [`Store::begin_sighting`]).
+    in_flight: Mutex<HashSet<(Platform, String)>>,
 }
 
 /// Entries kept in each in-memory cache before it is cleared.
@@ -91,6 +93,7 @@ impl Store {
             people: Mutex::default(),
             sessions: Mutex::default(),
             chats: Mutex::default(),
+            in_flight: Mutex::default(),
         }
     }
 
@@ -113,42 +116,38 @@ impl Store {
         Ok(())
     }
 
-    /// Records a platform event id; `false` when it was seen before (a redelivery).
-    pub async fn first_sighting(
-        &self,
+    /// Starts handling a platform event: `None` when it was handled before or is being
+    /// handled now (a redelivery). The marker is written with the event's audit rows in
+    /// their group commit ([`Store::record_seen`]), so a first sighting costs one indexed
+    /// read, not a commit of its own; an event whose handling fails leaves no marker and
+    /// is handled when the platform redelivers it. Within a process the guard also stops a
+    /// second copy that arrives while the first is in flight.
+    pub async fn begin_sighting(
+        self: &Arc<Self>,
         platform: Platform,
         external_id: &str,
-    ) -> Result<bool, StoreError> {
+    ) -> Result<Option<Sighting>, StoreError> {
         use entities::seen_update;
-        use sea_orm::{EntityTrait, Set, TryInsertResult};
-        let row = seen_update::ActiveModel {
-            platform: Set(platform.as_str().to_owned()),
-            external_id: Set(external_id.to_owned()),
-            seen_at: Set(crate::ids::now_millis()),
+        use sea_orm::{ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter};
+        let key = (platform, external_id.to_owned());
+        if !self
+            .in_flight
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(key.clone())
+        {
+            return Ok(None);
+        }
+        let guard = Sighting {
+            store: self.clone(),
+            key,
         };
-        let res = seen_update::Entity::insert(row)
-            .on_conflict_do_nothing()
-            .exec_without_returning(&self.db)
-            .await?;
-        Ok(matches!(res, TryInsertResult::Inserted(n) if n > 0))
-    }
-}
-
-impl Store {
-    /// Undoes [`Store::first_sighting`] when handling failed, so a redelivery is handled.
-    pub async fn forget_sighting(
-        &self,
-        platform: Platform,
-        external_id: &str,
-    ) -> Result<(), StoreError> {
-        use entities::seen_update;
-        use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
-        seen_update::Entity::delete_many()
+        let seen = seen_update::Entity::find()
             .filter(seen_update::Column::Platform.eq(platform.as_str()))
             .filter(seen_update::Column::ExternalId.eq(external_id))
-            .exec(&self.db)
+            .count(&self.db)
             .await?;
-        Ok(())
+        Ok((seen == 0).then_some(guard))
     }
 
     /// Forgets event ids seen before `before_ms` (redeliveries come within minutes).
@@ -160,6 +159,35 @@ impl Store {
             .exec(&self.db)
             .await?;
         Ok(res.rows_affected)
+    }
+}
+
+/// A platform event being handled (from [`Store::begin_sighting`]); dropped once its rows
+/// are recorded, or its handling failed.
+#[derive(Debug)]
+pub struct Sighting {
+    store: Arc<Store>,
+    key: (Platform, String),
+}
+
+impl Sighting {
+    pub(super) fn marker(&self) -> entities::seen_update::ActiveModel {
+        use sea_orm::Set;
+        entities::seen_update::ActiveModel {
+            platform: Set(self.key.0.as_str().to_owned()),
+            external_id: Set(self.key.1.clone()),
+            seen_at: Set(crate::ids::now_millis()),
+        }
+    }
+}
+
+impl Drop for Sighting {
+    fn drop(&mut self) {
+        self.store
+            .in_flight
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&self.key);
     }
 }
 

@@ -2,6 +2,7 @@
 //! everything waiting in a single multi-row INSERT, then acknowledges each caller. A
 //! caller's rows are durable when its `write` returns; under load many messages share
 //! one commit, which is what lets the audit log stay on at thousands of messages a second.
+//! The dedupe markers of the events those rows answer ride in the same commit.
 
 use std::sync::Arc;
 
@@ -9,13 +10,15 @@ use sea_orm::{DatabaseConnection, DbBackend, DbErr, EntityTrait, TransactionTrai
 use tokio::sync::{Semaphore, mpsc, oneshot};
 
 use super::StoreError;
-use super::entities::message;
+use super::entities::{message, seen_update};
 
 /// Rows in one INSERT at most (well under SQLite's and PostgreSQL's parameter limits).
 const MAX_ROWS: usize = 1000;
 
 struct Batch {
     rows: Vec<message::ActiveModel>,
+    /// Platform event ids now handled (see `Store::begin_sighting`).
+    seen: Vec<seen_update::ActiveModel>,
     done: oneshot::Sender<Result<(), String>>,
 }
 
@@ -37,14 +40,18 @@ impl Writer {
         Self { tx }
     }
 
-    /// Writes the rows; returns once they are committed.
-    pub(super) async fn write(&self, rows: Vec<message::ActiveModel>) -> Result<(), StoreError> {
-        if rows.is_empty() {
+    /// Writes the rows and markers; returns once they are committed.
+    pub(super) async fn write(
+        &self,
+        rows: Vec<message::ActiveModel>,
+        seen: Vec<seen_update::ActiveModel>,
+    ) -> Result<(), StoreError> {
+        if rows.is_empty() && seen.is_empty() {
             return Ok(());
         }
         let (done, wait) = oneshot::channel();
         self.tx
-            .send(Batch { rows, done })
+            .send(Batch { rows, seen, done })
             .map_err(|_| StoreError::WriterStopped)?;
         match wait.await {
             Ok(Ok(())) => Ok(()),
@@ -68,11 +75,11 @@ async fn run(db: DatabaseConnection, mut rx: mpsc::UnboundedReceiver<Batch>) {
             break;
         };
         let mut waiting = vec![first];
-        let mut rows = waiting[0].rows.len();
+        let mut rows = waiting[0].rows.len() + waiting[0].seen.len();
         while rows < MAX_ROWS {
             match rx.try_recv() {
                 Ok(b) => {
-                    rows += b.rows.len();
+                    rows += b.rows.len() + b.seen.len();
                     waiting.push(b);
                 }
                 Err(_) => break,
@@ -89,7 +96,8 @@ async fn run(db: DatabaseConnection, mut rx: mpsc::UnboundedReceiver<Batch>) {
 /// Writes the batches of several callers together and acknowledges each.
 async fn commit(db: &DatabaseConnection, waiting: Vec<Batch>) {
     let all: Vec<&message::ActiveModel> = waiting.iter().flat_map(|b| &b.rows).collect();
-    if insert(db, &all).await.is_ok() {
+    let seen: Vec<&seen_update::ActiveModel> = waiting.iter().flat_map(|b| &b.seen).collect();
+    if insert(db, &all, &seen).await.is_ok() {
         for b in waiting {
             let _ = b.done.send(Ok(()));
         }
@@ -99,7 +107,8 @@ async fn commit(db: &DatabaseConnection, waiting: Vec<Batch>) {
     // fails only its own caller.
     for b in waiting {
         let rows: Vec<&message::ActiveModel> = b.rows.iter().collect();
-        let result = insert(db, &rows).await.map_err(|e| {
+        let seen: Vec<&seen_update::ActiveModel> = b.seen.iter().collect();
+        let result = insert(db, &rows, &seen).await.map_err(|e| {
             tracing::error!(error = %e, rows = rows.len(), "writing audit/outbox rows failed");
             e.to_string()
         });
@@ -107,10 +116,15 @@ async fn commit(db: &DatabaseConnection, waiting: Vec<Batch>) {
     }
 }
 
-/// Inserts rows in one transaction, in chunks that stay under the backends' limits on
-/// bound parameters.
-async fn insert(db: &DatabaseConnection, rows: &[&message::ActiveModel]) -> Result<(), DbErr> {
-    if rows.len() <= MAX_ROWS {
+/// Inserts rows and markers in one transaction, in chunks that stay under the backends'
+/// limits on bound parameters. A marker already there (another process handled the same
+/// event) is left as it is.
+async fn insert(
+    db: &DatabaseConnection,
+    rows: &[&message::ActiveModel],
+    seen: &[&seen_update::ActiveModel],
+) -> Result<(), DbErr> {
+    if seen.is_empty() && rows.len() <= MAX_ROWS {
         // One statement is atomic by itself: spare the BEGIN/COMMIT round trips.
         message::Entity::insert_many(rows.iter().map(|r| (*r).clone()))
             .exec_without_returning(db)
@@ -120,6 +134,12 @@ async fn insert(db: &DatabaseConnection, rows: &[&message::ActiveModel]) -> Resu
     let txn = db.begin().await?;
     for chunk in rows.chunks(MAX_ROWS) {
         message::Entity::insert_many(chunk.iter().map(|r| (*r).clone()))
+            .exec_without_returning(&txn)
+            .await?;
+    }
+    for chunk in seen.chunks(MAX_ROWS) {
+        seen_update::Entity::insert_many(chunk.iter().map(|r| (*r).clone()))
+            .on_conflict_do_nothing()
             .exec_without_returning(&txn)
             .await?;
     }

@@ -2,7 +2,7 @@
 //! name and alias, typed options from each argument's kind. Registered with one bulk
 //! overwrite by `segue register-commands` and at every start.
 
-use segue_bot::{ArgKind, ArgSpec, CommandSpec, CommandTable};
+use segue_bot::{ArgKind, ArgSpec, CommandSpec, CommandTable, Suggest};
 use serenity::all::{CommandOptionType, CreateCommand, CreateCommandOption};
 
 /// Discord's limit on names and choice names.
@@ -47,6 +47,9 @@ fn option(arg: &ArgSpec) -> CreateCommandOption {
         for choice in choices {
             option = option.add_string_choice(*choice, *choice);
         }
+    } else if arg.suggest != Suggest::Nothing {
+        // Discord asks as the person types (friends' handles, Spotify tracks).
+        option = option.set_autocomplete(true);
     }
     option
 }
@@ -82,6 +85,8 @@ mod tests {
         assert_eq!(options[0]["name"], "friend");
         assert_eq!(options[0]["type"], 3);
         assert_eq!(options[0]["required"], true);
+        assert_eq!(options[0]["autocomplete"], true, "friends are suggested");
+        assert_eq!(options[1]["autocomplete"], true, "tracks are suggested");
         let public = defs
             .as_array()
             .unwrap()

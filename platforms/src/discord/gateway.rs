@@ -32,6 +32,19 @@ impl EventHandler for Handler {
     async fn interaction_create(&self, _ctx: Context, interaction: Interaction) {
         let (incoming, token) = match convert(&interaction) {
             Converted::Message(incoming, token) => (incoming, token),
+            Converted::Autocomplete(incoming, option) => {
+                let answer = self.responder.complete(*incoming, &option).await;
+                let (id, token) = (interaction.id().to_string(), interaction.token().to_owned());
+                if let Err(e) = self
+                    .responder
+                    .rest()
+                    .interaction_callback(&id, &token, &answer)
+                    .await
+                {
+                    tracing::warn!(error = %e, "could not send discord suggestions");
+                }
+                return;
+            }
             Converted::Ping => return,
             Converted::Skip(why) => {
                 tracing::debug!(why, "Discord interaction skipped");

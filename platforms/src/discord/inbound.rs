@@ -20,6 +20,9 @@ pub enum Converted {
     Ping,
     /// A command or button press for the router.
     Message(Box<Incoming>, Token),
+    /// Someone is typing an option that Segue completes: the command so far (its options
+    /// as typed), and the option being typed.
+    Autocomplete(Box<Incoming>, String),
     /// Nothing Segue uses (autocomplete, modals); the reason, for the log.
     Skip(&'static str),
 }
@@ -70,7 +73,22 @@ pub fn convert(interaction: &Interaction) -> Converted {
                 },
             )
         }
-        Interaction::Autocomplete(_) => Converted::Skip("autocomplete"),
+        Interaction::Autocomplete(c) => {
+            let Some(focused) = c.data.autocomplete() else {
+                return Converted::Skip("autocomplete without a focused option");
+            };
+            let incoming = incoming(
+                c.id.to_string(),
+                c.channel_id.to_string(),
+                c.guild_id.is_some(),
+                &c.user,
+                Content::Command {
+                    name: c.data.name.clone(),
+                    options: vec![(focused.name.to_owned(), focused.value.to_owned())],
+                },
+            );
+            Converted::Autocomplete(Box::new(incoming), focused.name.to_owned())
+        }
         Interaction::Modal(_) => Converted::Skip("modal submit"),
         _ => Converted::Skip("interaction type Segue does not use"),
     }

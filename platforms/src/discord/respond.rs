@@ -9,9 +9,11 @@ use std::time::Duration;
 
 use segue_bot::error::APOLOGY;
 use segue_bot::outbox::Recorded;
+use segue_bot::suggest::{Suggestion, suggest};
 use segue_bot::{Button, ButtonAction, Content, Handled, Incoming, ReplyMode, Router};
 use serenity::all::{
-    ButtonStyle, CreateActionRow, CreateAllowedMentions, CreateButton, CreateInteractionResponse,
+    AutocompleteChoice, ButtonStyle, CreateActionRow, CreateAllowedMentions,
+    CreateAutocompleteResponse, CreateButton, CreateInteractionResponse,
     CreateInteractionResponseFollowup, CreateInteractionResponseMessage, EditInteractionResponse,
     MessageFlags,
 };
@@ -19,6 +21,8 @@ use serenity::all::{
 use super::inbound::Token;
 use super::rest::Rest;
 
+/// Suggestions must arrive within Discord's 3 seconds, or not at all.
+const SUGGEST_WITHIN: Duration = Duration::from_millis(2500);
 /// Discord's limit on a message's content, in characters.
 const MESSAGE_MAX: usize = 2000;
 /// Discord's limits on components.
@@ -207,6 +211,56 @@ impl Responder {
 
     pub fn rest(&self) -> &Arc<Rest> {
         &self.rest
+    }
+
+    /// Answers an autocomplete request: suggestions for the option being typed, from the
+    /// command table's `suggest` for it (none when they take too long).
+    pub async fn complete(&self, incoming: Incoming, option: &str) -> CreateInteractionResponse {
+        let found = tokio::time::timeout(SUGGEST_WITHIN, self.suggestions(&incoming, option))
+            .await
+            .unwrap_or_default();
+        let choices = found
+            .into_iter()
+            .map(|s| AutocompleteChoice::new(s.label, s.value))
+            .collect();
+        CreateInteractionResponse::Autocomplete(
+            CreateAutocompleteResponse::new().set_choices(choices),
+        )
+    }
+
+    async fn suggestions(&self, incoming: &Incoming, option: &str) -> Vec<Suggestion> {
+        let core = self.router.core();
+        let Content::Command { name, options } = &incoming.content else {
+            return Vec::new();
+        };
+        let Some(arg) = core
+            .commands
+            .get(name)
+            .and_then(|spec| spec.args.iter().find(|a| a.name == option))
+        else {
+            return Vec::new();
+        };
+        let typed = options
+            .iter()
+            .find(|(n, _)| n == option)
+            .map_or("", |(_, v)| v.as_str());
+        let person = match core
+            .store
+            .resolve_reaching(
+                &incoming.user,
+                &incoming.chat,
+                incoming.chat_kind,
+                incoming.private_chat.as_deref(),
+            )
+            .await
+        {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::warn!(error = %e, "no suggestions: storage failed");
+                return Vec::new();
+            }
+        };
+        suggest(core, &person, arg.suggest, typed).await
     }
 
     /// Handles one interaction: the first response, and what to send after it.

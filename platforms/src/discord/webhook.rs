@@ -70,6 +70,9 @@ async fn receive(AxState(state): AxState<State>, headers: HeaderMap, body: Bytes
             )
             .into_response()
         }
+        Converted::Autocomplete(incoming, option) => {
+            Json(state.responder.complete(*incoming, &option).await).into_response()
+        }
         Converted::Message(incoming, token) => {
             let (first, later) = state.responder.answer(*incoming, token).await;
             if let Some(later) = later {
