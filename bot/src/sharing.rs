@@ -56,9 +56,27 @@ impl SharingSettings {
         shared_at + duration_ms.max(ms(self.min_first_check))
     }
 
+    /// When the watch on a share made at `shared_at` ends.
+    pub fn give_up_at(&self, shared_at: i64) -> i64 {
+        shared_at.saturating_add(ms(self.give_up_after))
+    }
+
+    /// The check after one that failed at `now` (Spotify refused or was unavailable),
+    /// `retry_after` at the soonest, or `None` when the watch is over: a share Spotify
+    /// keeps refusing still ends at its give-up time.
+    pub fn retry_check(&self, shared_at: i64, now: i64, retry_after: Duration) -> Option<i64> {
+        let give_up = self.give_up_at(shared_at);
+        if now >= give_up {
+            return None;
+        }
+        // Never slower than the fast schedule would have checked.
+        let wait = retry_after.max(RETRY_AFTER_FAILURE.min(self.fast_interval));
+        Some(now.saturating_add(ms(wait)).min(give_up))
+    }
+
     /// The check after one made at `now`, or `None` when the watch is over.
     pub fn next_check(&self, shared_at: i64, duration_ms: i64, now: i64) -> Option<i64> {
-        let give_up = shared_at.saturating_add(ms(self.give_up_after));
+        let give_up = self.give_up_at(shared_at);
         if now >= give_up {
             return None;
         }
@@ -74,7 +92,8 @@ impl SharingSettings {
     }
 }
 
-/// Retry a check this long after Spotify failed (or its `Retry-After`, when longer).
+/// Retry a check this long after Spotify failed (or its `Retry-After`, when longer; or
+/// `fast_interval`, when shorter).
 const RETRY_AFTER_FAILURE: Duration = Duration::from_secs(60);
 
 /// Why a share could not be made.
@@ -303,12 +322,20 @@ impl Sharing {
             }
             Err(SpotifyError::Store(e)) => return Err(e),
             Err(e) => {
-                let wait = match e {
-                    SpotifyError::RateLimited(d) => d.max(RETRY_AFTER_FAILURE),
-                    _ => RETRY_AFTER_FAILURE,
+                let retry_after = match e {
+                    SpotifyError::RateLimited(d) => d,
+                    _ => Duration::ZERO,
                 };
-                tracing::warn!(error = %e, share = share.id, ?wait, "play check failed; rescheduled");
-                return self.claim_next(&share, check.due_at, now + ms(wait)).await;
+                return match self.settings.retry_check(share.shared_at, now, retry_after) {
+                    Some(next) => {
+                        tracing::warn!(error = %e, share = share.id, in_ms = next - now, "play check failed; rescheduled");
+                        self.claim_next(&share, check.due_at, next).await
+                    }
+                    None => {
+                        tracing::warn!(error = %e, share = share.id, "play check failed at give-up time; giving up");
+                        self.give_up(&share, now).await
+                    }
+                };
             }
         }
         // If the sweep settled this share, the conditional updates below find it

@@ -10,7 +10,7 @@ use chrono::Utc;
 use sea_orm::ConnectionTrait;
 use segue_bot::jobs::PlayCheck;
 
-use crate::fake_spotify::FakeSpotify;
+use crate::fake_spotify::{Failure, FakeSpotify};
 use crate::fake_telegram::FakeTelegram;
 use crate::helpers::{
     Backend, SseReader, TestApp, TestDb, backend_tests, eventually, spawn_app_at_own_url,
@@ -22,6 +22,7 @@ backend_tests!(
     checks_for_one_friend_share_one_spotify_call,
     friend_links_later_and_broken_links_pause,
     restart_and_reconcile_keep_every_share_watched,
+    a_share_spotify_keeps_refusing_expires,
     a_retried_check_notifies_once,
     run_at_is_honoured_to_the_second,
     the_job_board_shows_play_checks_to_admins_only,
@@ -125,14 +126,19 @@ async fn notice(events: &mut SseReader, prefix: &str, wait: Duration) -> Option<
 }
 
 async fn share_status(app: &TestApp, short: &str) -> String {
+    share_row(app, short).await.status
+}
+
+async fn share_row(app: &TestApp, short: &str) -> segue_bot::store::entities::share::Model {
     app.core
         .store
         .share_by_short_id(short)
         .await
         .unwrap()
         .unwrap()
-        .status
 }
+
+const RECENTLY_PLAYED: &str = "/v1/me/player/recently-played";
 
 /// The short id in a `/share` confirmation ("… /cancel abc123").
 fn short_id(confirmation: &str) -> String {
@@ -475,6 +481,48 @@ async fn restart_and_reconcile_keep_every_share_watched(backend: Backend) {
         .count("SELECT COUNT(*) FROM messages WHERE text LIKE '@oli played%'")
         .await;
     assert_eq!(notices, 2);
+    app.stop().await;
+}
+
+async fn a_share_spotify_keeps_refusing_expires(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let fake = fake().await;
+    let app = spawn(&db, &fake).await;
+    let (yan, mut yan_events) = linked(&app, &fake, "yan").await;
+    let (zoe, _) = linked(&app, &fake, "zoe").await;
+    befriend(&app, &yan, &zoe).await;
+    // Every history read is refused, for good.
+    fake.fail_next(RECENTLY_PLAYED, 10_000, Failure::Status(403));
+    let started = Instant::now();
+    let short = short_id(&app.reply(&yan, &format!("/share zoe {SHORT}")).await);
+    let gave_up = notice(
+        &mut yan_events,
+        "@zoe hasn't played",
+        Duration::from_secs(20),
+    )
+    .await
+    .expect("the give-up notice, at give_up_after despite the failures");
+    assert!(gave_up.ends_with("so I stopped watching."), "{gave_up}");
+    assert!(
+        started.elapsed() >= Duration::from_secs(5),
+        "not before give_up_after"
+    );
+    assert_eq!(share_status(&app, &short).await, "expired");
+    // Told once, and no more checks after giving up.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        app.count("SELECT COUNT(*) FROM messages WHERE text LIKE '@zoe hasn''t played%'")
+            .await,
+        1
+    );
+    let calls = fake.calls(RECENTLY_PLAYED);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        fake.calls(RECENTLY_PLAYED),
+        calls,
+        "no checks after giving up"
+    );
+    assert!((2..=10).contains(&calls), "{calls} checks in 6 s");
     app.stop().await;
 }
 
