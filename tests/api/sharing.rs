@@ -23,6 +23,7 @@ backend_tests!(
     friend_links_later_and_broken_links_pause,
     restart_and_reconcile_keep_every_share_watched,
     a_share_spotify_keeps_refusing_expires,
+    failed_checks_are_rescheduled_and_still_notice_the_play,
     a_retried_check_notifies_once,
     run_at_is_honoured_to_the_second,
     the_job_board_shows_play_checks_to_admins_only,
@@ -523,6 +524,68 @@ async fn a_share_spotify_keeps_refusing_expires(backend: Backend) {
         "no checks after giving up"
     );
     assert!((2..=10).contains(&calls), "{calls} checks in 6 s");
+    app.stop().await;
+}
+
+async fn failed_checks_are_rescheduled_and_still_notice_the_play(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let fake = fake().await;
+    let app = spawn_with(&db, &fake, |c| {
+        c.sharing.give_up_after = Duration::from_secs(60);
+    })
+    .await;
+    let (amy, mut amy_events) = linked(&app, &fake, "amy").await;
+    let (bea, _) = linked(&app, &fake, "bea").await;
+    befriend(&app, &amy, &bea).await;
+    // The first check is rate-limited for longer than a request waits (6 s > 5 s), the
+    // next meets Spotify down (three 503s), the third gets through.
+    fake.fail_next(
+        RECENTLY_PLAYED,
+        1,
+        Failure::RateLimited {
+            retry_after_secs: 6,
+        },
+    );
+    fake.fail_next(RECENTLY_PLAYED, 3, Failure::Status(503));
+    let before = fake.calls(RECENTLY_PLAYED);
+    let short = short_id(&app.reply(&amy, &format!("/share bea {SHORT}")).await);
+    fake.record_play("bea_sp", SHORT, Utc::now());
+
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            fake.calls(RECENTLY_PLAYED) > before
+        })
+        .await,
+        "the first check ran"
+    );
+    let limited_at = Instant::now();
+    // Still watched, next check after Retry-After.
+    let wait_left = eventually(Duration::from_secs(2), || async {
+        let s = share_row(&app, &short).await;
+        s.status == "pending" && s.next_check_at.unwrap_or(0) - Utc::now().timestamp_millis() > 4000
+    })
+    .await;
+    assert!(
+        wait_left,
+        "rescheduled after Retry-After: {:?}",
+        share_row(&app, &short).await
+    );
+
+    let played = notice(&mut amy_events, "@bea played", Duration::from_secs(20))
+        .await
+        .expect("the play is noticed at a later check");
+    assert!(played.starts_with("@bea played ‘Short Song’"), "{played}");
+    assert!(
+        limited_at.elapsed() >= Duration::from_secs(5),
+        "Retry-After honoured: {:?}",
+        limited_at.elapsed()
+    );
+    assert_eq!(share_status(&app, &short).await, "played");
+    let calls = fake.calls(RECENTLY_PLAYED) - before;
+    assert!(
+        calls >= 5,
+        "429, three 503s, then the read that saw it: {calls}"
+    );
     app.stop().await;
 }
 
