@@ -7,7 +7,7 @@
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
-use sea_orm::ConnectionTrait;
+use sea_orm::{ConnectionTrait, DbBackend};
 use segue_bot::jobs::PlayCheck;
 
 use crate::fake_spotify::{Failure, FakeSpotify};
@@ -140,6 +140,37 @@ async fn share_row(app: &TestApp, short: &str) -> segue_bot::store::entities::sh
 }
 
 const RECENTLY_PLAYED: &str = "/v1/me/player/recently-played";
+
+/// Deletes a share's play-check jobs from apalis's own table, as if they had never been
+/// enqueued; how many there were.
+async fn drop_jobs(db: &impl ConnectionTrait, share_id: i64) -> u64 {
+    let queue = segue_jobs::play_check::QUEUE;
+    let sql = match db.get_database_backend() {
+        DbBackend::Postgres => format!(
+            "DELETE FROM apalis.jobs WHERE job_type = '{queue}' \
+             AND (convert_from(job, 'UTF8')::jsonb ->> 'share_id')::bigint = {share_id}"
+        ),
+        _ => format!(
+            "DELETE FROM Jobs WHERE job_type = '{queue}' \
+             AND json_extract(CAST(job AS TEXT), '$.share_id') = {share_id}"
+        ),
+    };
+    db.execute_unprepared(&sql).await.unwrap().rows_affected()
+}
+
+/// Forgets that a share's check was enqueued, and drops its jobs: what a failed enqueue
+/// (or a crash before it) leaves behind.
+async fn lose_jobs(db: &impl ConnectionTrait, share_id: i64) {
+    assert!(
+        drop_jobs(db, share_id).await >= 1,
+        "the share had a job in apalis's table"
+    );
+    db.execute_unprepared(&format!(
+        "UPDATE shares SET scheduled = false WHERE id = {share_id}"
+    ))
+    .await
+    .unwrap();
+}
 
 /// The short id in a `/share` confirmation ("… /cancel abc123").
 fn short_id(confirmation: &str) -> String {
@@ -453,23 +484,23 @@ async fn restart_and_reconcile_keep_every_share_watched(backend: Backend) {
     let app = spawn(&db, &fake).await;
     let (ned, _) = linked(&app, &fake, "ned").await;
     let (oli, _) = linked(&app, &fake, "oli").await;
+    let (pat, _) = linked(&app, &fake, "pat").await;
     befriend(&app, &ned, &oli).await;
+    befriend(&app, &ned, &pat).await;
+    // Two friends: a check of one share sweeps every share to that friend, so share two
+    // is to someone else and nothing but its own (reconciled) job can settle it.
     let one = short_id(&app.reply(&ned, &format!("/share oli {SHORT}")).await);
-    let two = short_id(&app.reply(&ned, &format!("/share oli {OTHER}")).await);
+    let two = short_id(&app.reply(&ned, &format!("/share pat {OTHER}")).await);
+    let two_id = share_row(&app, &two).await.id;
     app.stop().await;
 
     // The process "died" after storing share two but before enqueuing its job: forget
-    // that it was scheduled, and drop its jobs.
+    // that it was scheduled, and drop its jobs from apalis's table.
     let db_conn = sea_orm::Database::connect(&db.url).await.unwrap();
-    db_conn
-        .execute_unprepared(&format!(
-            "UPDATE shares SET scheduled = false WHERE short_id = '{two}'"
-        ))
-        .await
-        .unwrap();
+    lose_jobs(&db_conn, two_id).await;
     drop(db_conn);
     fake.record_play("oli_sp", SHORT, Utc::now());
-    fake.record_play("oli_sp", OTHER, Utc::now());
+    fake.record_play("pat_sp", OTHER, Utc::now());
 
     let app = spawn(&db, &fake).await;
     let done = eventually(Duration::from_secs(15), || async {
@@ -479,7 +510,7 @@ async fn restart_and_reconcile_keep_every_share_watched(backend: Backend) {
     assert!(done, "both shares were checked after the restart");
     // Each played notice was recorded once.
     let notices = app
-        .count("SELECT COUNT(*) FROM messages WHERE text LIKE '@oli played%'")
+        .count("SELECT COUNT(*) FROM messages WHERE text LIKE '@oli played%' OR text LIKE '@pat played%'")
         .await;
     assert_eq!(notices, 2);
     app.stop().await;
