@@ -220,6 +220,9 @@ pub struct SharingConfig {
     pub slow_interval: Duration,
     #[serde(with = "humantime_serde")]
     pub give_up_after: Duration,
+    /// How often the worker enqueues the checks that have no job (a failed enqueue).
+    #[serde(with = "humantime_serde")]
+    pub reconcile_every: Duration,
 }
 
 impl Default for SharingConfig {
@@ -231,6 +234,7 @@ impl Default for SharingConfig {
             fast_for: d.fast_for,
             slow_interval: d.slow_interval,
             give_up_after: d.give_up_after,
+            reconcile_every: d.reconcile_every,
         }
     }
 }
@@ -243,6 +247,7 @@ impl SharingConfig {
             fast_for: self.fast_for,
             slow_interval: self.slow_interval,
             give_up_after: self.give_up_after,
+            reconcile_every: self.reconcile_every,
         }
     }
 }
@@ -402,6 +407,7 @@ impl Config {
             ("sharing.fast_interval", self.sharing.fast_interval),
             ("sharing.slow_interval", self.sharing.slow_interval),
             ("sharing.give_up_after", self.sharing.give_up_after),
+            ("sharing.reconcile_every", self.sharing.reconcile_every),
         ] {
             if value < Duration::from_secs(1) {
                 problems.push(format!("{key} must be at least 1s"));

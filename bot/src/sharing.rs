@@ -32,6 +32,8 @@ pub struct SharingSettings {
     pub fast_for: Duration,
     pub slow_interval: Duration,
     pub give_up_after: Duration,
+    /// How often the worker enqueues the checks that have no job ([`Sharing::reconcile`]).
+    pub reconcile_every: Duration,
 }
 
 impl Default for SharingSettings {
@@ -42,6 +44,7 @@ impl Default for SharingSettings {
             fast_for: Duration::from_secs(3600),
             slow_interval: Duration::from_secs(3600),
             give_up_after: Duration::from_secs(7 * 24 * 3600),
+            reconcile_every: Duration::from_secs(60),
         }
     }
 }

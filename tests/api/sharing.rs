@@ -22,6 +22,7 @@ backend_tests!(
     checks_for_one_friend_share_one_spotify_call,
     friend_links_later_and_broken_links_pause,
     restart_and_reconcile_keep_every_share_watched,
+    reconcile_also_runs_while_the_app_runs,
     a_share_spotify_keeps_refusing_expires,
     failed_checks_are_rescheduled_and_still_notice_the_play,
     a_retried_check_notifies_once,
@@ -513,6 +514,34 @@ async fn restart_and_reconcile_keep_every_share_watched(backend: Backend) {
         .count("SELECT COUNT(*) FROM messages WHERE text LIKE '@oli played%' OR text LIKE '@pat played%'")
         .await;
     assert_eq!(notices, 2);
+    app.stop().await;
+}
+
+async fn reconcile_also_runs_while_the_app_runs(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let fake = fake().await;
+    let app = spawn_with(&db, &fake, |c| {
+        // The first check is a few seconds off, so its job is still waiting when dropped.
+        c.sharing.min_first_check = Duration::from_secs(3);
+        c.sharing.give_up_after = Duration::from_secs(30);
+        c.sharing.reconcile_every = Duration::from_secs(1);
+    })
+    .await;
+    let (wes, mut wes_events) = linked(&app, &fake, "wes").await;
+    let (xia, _) = linked(&app, &fake, "xia").await;
+    befriend(&app, &wes, &xia).await;
+    let short = short_id(&app.reply(&wes, &format!("/share xia {SHORT}")).await);
+    // The enqueue "failed" while the app runs: no job, and the share says so.
+    lose_jobs(app.core.store.db(), share_row(&app, &short).await.id).await;
+    fake.record_play("xia_sp", SHORT, Utc::now());
+    // No restart: the worker's periodic reconcile enqueues the check again.
+    assert!(
+        notice(&mut wes_events, "@xia played", Duration::from_secs(15))
+            .await
+            .is_some(),
+        "the share was checked again without a restart"
+    );
+    assert_eq!(share_status(&app, &short).await, "played");
     app.stop().await;
 }
 
