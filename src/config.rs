@@ -220,7 +220,7 @@ pub struct SharingConfig {
     pub slow_interval: Duration,
     #[serde(with = "humantime_serde")]
     pub give_up_after: Duration,
-    /// How often the worker enqueues the checks that have no job (a failed enqueue).
+    /// How often the worker enqueues checks that have no job and expires unwatched shares.
     #[serde(with = "humantime_serde")]
     pub reconcile_every: Duration,
 }

@@ -32,7 +32,8 @@ pub struct SharingSettings {
     pub fast_for: Duration,
     pub slow_interval: Duration,
     pub give_up_after: Duration,
-    /// How often the worker enqueues the checks that have no job ([`Sharing::reconcile`]).
+    /// How often the worker looks for checks without a job and for unwatched shares past
+    /// `give_up_after` ([`Sharing::tend`]: reconcile, expiry).
     pub reconcile_every: Duration,
 }
 
@@ -286,6 +287,55 @@ impl Sharing {
             }
             self.store.mark_scheduled_many(&missing).await?;
             total += n;
+            if n < 500 {
+                return Ok(total);
+            }
+        }
+    }
+
+    /// The worker's periodic round, every `reconcile_every`: enqueues checks that have no
+    /// job ([`Sharing::reconcile`]) and ends the unwatched shares past their give-up time
+    /// ([`Sharing::expire_unwatched`]). Idempotent: a round that finds nothing does nothing.
+    pub async fn tend(&self) -> Result<(usize, usize), StoreError> {
+        let reconciled = self.reconcile().await?;
+        let expired = self.expire_unwatched(now_millis()).await?;
+        Ok((reconciled, expired))
+    }
+
+    /// Ends the shares nobody could watch (the friend never linked Spotify, or their
+    /// link stayed broken) once `give_up_after` has passed, telling each sharer once.
+    pub async fn expire_unwatched(&self, now: i64) -> Result<usize, StoreError> {
+        let cutoff = now.saturating_sub(ms(self.settings.give_up_after));
+        let mut total = 0;
+        loop {
+            let due = self.store.unwatched_shares_before(cutoff, 500).await?;
+            let n = due.len();
+            for share in &due {
+                let friend = self.handle(share.friend_id).await?;
+                let why = if share.status == status::WAITING {
+                    format!("@{friend} never linked Spotify")
+                } else {
+                    format!("@{friend}'s Spotify link stayed broken")
+                };
+                let text = format!(
+                    "{why}, so I couldn't see whether they played {}, which you shared {}. I \
+                     stopped watching.",
+                    describe(share),
+                    ago(TimeDelta::milliseconds(now - share.shared_at))
+                );
+                let notices = self.notice(share.sharer_id, text).await?;
+                if self
+                    .store
+                    .finish_share(share.id, status::EXPIRED, None, now, notices)
+                    .await?
+                {
+                    total += 1;
+                    tracing::info!(share = share.id, "unwatched share expired");
+                }
+            }
+            if total > 0 {
+                self.outbox.wake();
+            }
             if n < 500 {
                 return Ok(total);
             }

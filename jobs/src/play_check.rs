@@ -156,13 +156,20 @@ async fn check(job: PlayCheck, sharing: Data<Arc<Sharing>>) -> Result<(), BoxDyn
 }
 
 /// Every `reconcile_every` until `shutdown`, starting now: enqueues the checks that have no
-/// job (an enqueue failed, or the process stopped before it).
+/// job (an enqueue failed, or the process stopped before it) and expires the unwatched
+/// shares past their give-up time.
 async fn tend(sharing: Arc<Sharing>, shutdown: CancellationToken) {
     let every = sharing.settings().reconcile_every;
     loop {
-        match sharing.reconcile().await {
-            Ok(0) => {}
-            Ok(n) => tracing::info!(checks = n, "reconciled play checks that had no job"),
+        match sharing.tend().await {
+            Ok((0, 0)) => {}
+            Ok((reconciled, expired)) => {
+                tracing::info!(
+                    reconciled,
+                    expired,
+                    "play checks reconciled, unwatched shares expired"
+                );
+            }
             Err(e) => tracing::error!(error = %e, "reconciling play checks failed"),
         }
         tokio::select! {

@@ -25,6 +25,7 @@ backend_tests!(
     reconcile_also_runs_while_the_app_runs,
     a_share_spotify_keeps_refusing_expires,
     failed_checks_are_rescheduled_and_still_notice_the_play,
+    waiting_shares_expire_and_the_sharer_is_told_once,
     a_retried_check_notifies_once,
     run_at_is_honoured_to_the_second,
     the_job_board_shows_play_checks_to_admins_only,
@@ -645,6 +646,49 @@ async fn failed_checks_are_rescheduled_and_still_notice_the_play(backend: Backen
     assert!(
         calls >= 5,
         "429, three 503s, then the read that saw it: {calls}"
+    );
+    app.stop().await;
+}
+
+async fn waiting_shares_expire_and_the_sharer_is_told_once(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let fake = fake().await;
+    let app = spawn_with(&db, &fake, |c| {
+        c.sharing.reconcile_every = Duration::from_secs(1);
+    })
+    .await;
+    let (cat, mut cat_events) = linked(&app, &fake, "cat").await;
+    let dov = app.session("dov").await;
+    befriend(&app, &cat, &dov).await;
+    let started = Instant::now();
+    let shared = app.reply(&cat, &format!("/share dov {SHORT}")).await;
+    assert!(shared.contains("@dov hasn't linked Spotify"), "{shared}");
+    let short = short_id(&shared);
+    assert_eq!(share_status(&app, &short).await, "waiting");
+
+    let expired = notice(
+        &mut cat_events,
+        "@dov never linked Spotify",
+        Duration::from_secs(15),
+    )
+    .await
+    .expect("the give-up notice for a share nobody could watch");
+    assert_eq!(
+        expired,
+        "@dov never linked Spotify, so I couldn't see whether they played ‘Short Song’ by The \
+         Testers, which you shared just now. I stopped watching."
+    );
+    assert!(
+        started.elapsed() >= Duration::from_secs(5),
+        "not before give_up_after"
+    );
+    assert_eq!(share_status(&app, &short).await, "expired");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        app.count("SELECT COUNT(*) FROM messages WHERE text LIKE '@dov never linked%'")
+            .await,
+        1,
+        "told once"
     );
     app.stop().await;
 }
