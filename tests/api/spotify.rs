@@ -24,6 +24,7 @@ backend_tests!(
     spotify_failures_are_told_in_plain_words,
     podcasts_local_files_and_history,
     public_now_playing_api,
+    spotify_refusals_are_cached_like_answers,
     connect_joins_platforms_and_notify_here_picks_one,
     forget_leaves_no_row_about_the_person,
     without_spotify_configured_commands_say_so,
@@ -620,7 +621,37 @@ async fn public_now_playing_api(backend: Backend) {
     app.stop().await;
 }
 
-/// A Telegram private message, handled inline so the replies come back here.
+async fn spotify_refusals_are_cached_like_answers(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let fake = fake().await;
+    let app = spawn(&db, &fake).await;
+    let token = linked_user(&app, &fake, "rey", "rey_sp").await;
+    app.reply(&token, "/public on").await;
+    let api = format!("{}/api/users/rey/now-playing", app.address);
+    const PLAYING: &str = "/v1/me/player/currently-playing";
+    // Spotify refuses (403), then doesn't know (404): each answer is kept 10 s like a
+    // good one, so 50 public requests cost one Spotify call.
+    for failure in [Failure::Status(403), Failure::Status(404)] {
+        app.core
+            .spotify
+            .as_ref()
+            .unwrap()
+            .forget_cached(user_id(&app, "rey").await);
+        fake.fail_next(PLAYING, 1000, failure);
+        let before = fake.calls(PLAYING);
+        for _ in 0..50 {
+            let res = app.client.get(&api).send().await.unwrap();
+            assert_eq!(res.status(), 503, "{failure:?}");
+        }
+        let calls = fake.calls(PLAYING) - before;
+        assert!(
+            calls <= 2,
+            "{calls} Spotify calls for 50 requests ({failure:?})"
+        );
+    }
+    app.stop().await;
+}
+
 async fn telegram(app: &TestApp, user: &str, text: &str) -> Vec<String> {
     let msg = Incoming {
         external_id: None,
