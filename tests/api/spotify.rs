@@ -25,6 +25,7 @@ backend_tests!(
     podcasts_local_files_and_history,
     public_now_playing_api,
     spotify_refusals_are_cached_like_answers,
+    a_refreshed_token_refused_again_breaks_the_link,
     connect_joins_platforms_and_notify_here_picks_one,
     forget_leaves_no_row_about_the_person,
     without_spotify_configured_commands_say_so,
@@ -652,6 +653,39 @@ async fn spotify_refusals_are_cached_like_answers(backend: Backend) {
     app.stop().await;
 }
 
+async fn a_refreshed_token_refused_again_breaks_the_link(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let fake = fake().await;
+    let app = spawn(&db, &fake).await;
+    let token = linked_user(&app, &fake, "sue", "sue_sp").await;
+    let refreshes = fake.refreshes("sue_sp");
+    // 401, a refresh, and 401 again for the fresh token.
+    fake.fail_next("/v1/me/player/currently-playing", 2, Failure::Status(401));
+    assert_eq!(
+        app.reply(&token, "/np").await,
+        "Spotify no longer accepts your link (access was removed or expired). Send /link to \
+         connect it again."
+    );
+    assert_eq!(fake.refreshes("sue_sp") - refreshes, 1, "refreshed once");
+    // Recorded, not just answered: /me says so, and no more calls are made.
+    let me = app.reply(&token, "/me").await;
+    assert!(me.contains("the link is broken"), "{me}");
+    let calls = fake.calls("/v1/me/player");
+    app.core
+        .spotify
+        .as_ref()
+        .unwrap()
+        .forget_cached(user_id(&app, "sue").await);
+    assert!(
+        app.reply(&token, "/np")
+            .await
+            .starts_with("Spotify no longer accepts")
+    );
+    assert_eq!(fake.calls("/v1/me/player"), calls);
+    app.stop().await;
+}
+
+/// A Telegram private message, handled inline so the replies come back here.
 async fn telegram(app: &TestApp, user: &str, text: &str) -> Vec<String> {
     let msg = Incoming {
         external_id: None,

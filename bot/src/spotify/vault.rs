@@ -148,16 +148,31 @@ impl Spotify {
                 Ok(token)
             }
             Err(TokenError::InvalidGrant(detail)) => {
-                tracing::warn!(
-                    user_id,
-                    detail,
-                    "Spotify rejected a refresh token; the link is broken"
-                );
-                self.store.mark_spotify_broken(user_id).await?;
                 *held = None;
-                Err(SpotifyError::LinkBroken)
+                Err(self
+                    .mark_broken(user_id, &format!("refresh token rejected: {detail}"))
+                    .await)
             }
             Err(TokenError::Other(e)) => Err(e),
+        }
+    }
+
+    /// Spotify no longer accepts this user's tokens: the link is recorded as broken (so
+    /// `/me` says so, shares to them pause, and `/link` mends it) and the access token
+    /// held in memory is dropped. Answers the error to return.
+    pub(super) async fn mark_broken(&self, user_id: i64, why: &str) -> SpotifyError {
+        tracing::warn!(
+            user_id,
+            why,
+            "Spotify refused our tokens; the link is broken"
+        );
+        self.tokens
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&user_id);
+        match self.store.mark_spotify_broken(user_id).await {
+            Ok(()) => SpotifyError::LinkBroken,
+            Err(e) => SpotifyError::Store(e),
         }
     }
 
