@@ -124,9 +124,12 @@ impl Spotify {
         let refresh = self.keys.open(&link.key_id, &link.refresh_token)?;
         match self.refresh_grant(&refresh).await {
             Ok(answer) => {
-                let token = Secret::new(answer.access_token.clone());
+                let token = answer.access_token.clone();
                 let expires_at = answer.expires_at_ms();
-                let refresh = answer.refresh_token.as_deref().unwrap_or(&refresh);
+                let refresh = answer
+                    .refresh_token
+                    .as_ref()
+                    .map_or(refresh.as_str(), Secret::expose);
                 self.store
                     .update_spotify_tokens(
                         user_id,
@@ -187,7 +190,7 @@ impl Spotify {
             TokenError::Other(e) => e,
         })?;
         let t = CachedToken {
-            token: Secret::new(answer.access_token.clone()),
+            token: answer.access_token.clone(),
             expires_at: answer.expires_at_ms(),
         };
         *held = Some(t.clone());
