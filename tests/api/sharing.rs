@@ -338,10 +338,10 @@ async fn give_up_cancel_and_non_friends(backend: Backend) {
         cancelled,
         "Done: I stopped watching ‘Zebra Crossing’ by The Testers."
     );
-    assert!(
+    assert_eq!(
         app.reply(&carol, &format!("/cancel {}", short_id(&wrong)))
-            .await
-            .contains("already over")
+            .await,
+        "That share is already over: you cancelled it."
     );
     assert!(
         app.reply(&dan, &format!("/cancel {}", short_id(&wrong)))
