@@ -27,6 +27,7 @@ backend_tests!(
     spotify_refusals_are_cached_like_answers,
     a_refreshed_token_refused_again_breaks_the_link,
     connect_joins_platforms_and_notify_here_picks_one,
+    one_time_codes_stay_out_of_the_log,
     forget_leaves_no_row_about_the_person,
     without_spotify_configured_commands_say_so,
     telegram_link_then_now_playing,
@@ -772,6 +773,101 @@ async fn connect_joins_platforms_and_notify_here_picks_one(backend: Backend) {
         app.count("SELECT COUNT(*) FROM users").await,
         1,
         "the telegram user was joined into jack"
+    );
+    app.stop().await;
+}
+
+/// The word after `prefix` in the line that starts with it.
+fn code_after(text: &str, prefix: &str) -> String {
+    let line = text
+        .lines()
+        .find(|l| l.starts_with(prefix))
+        .unwrap_or_else(|| panic!("no {prefix:?} line in {text:?}"));
+    line[prefix.len()..].trim().to_owned()
+}
+
+async fn one_time_codes_stay_out_of_the_log(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let fake = fake().await;
+    let tg = FakeTelegram::start().await;
+    let (tg_url, tg_token) = (tg.url.clone(), tg.token.clone());
+    let spotify = fake.clone();
+    let app = spawn_app_at_own_url(&db, move |c| {
+        spotify.configure(c);
+        c.telegram.token = segue_bot::Secret::new(tg_token);
+        c.telegram.api_url = tg_url.parse().unwrap();
+    })
+    .await;
+    // On the console (inline replies): a /connect code and a /link state.
+    let web = app.session("nia").await;
+    let connect = code_after(&app.reply(&web, "/connect").await, "/connect ");
+    let link = app.reply(&web, "/link").await;
+    let state = url_in(&link)
+        .split("state=")
+        .nth(1)
+        .expect("a state in the link")
+        .to_owned();
+    // On Telegram (through the outbox): an invite code, then the /connect code redeemed.
+    tg.push_update(crate::telegram::message(1, 88, 88, "/invite"));
+    tg.wait_for("the invite", |f| f.sent_to(88).len() == 2)
+        .await;
+    let invite = code_after(&tg.sent_to(88)[1], "/accept ");
+    tg.push_update(crate::telegram::message(
+        2,
+        88,
+        88,
+        &format!("/connect {connect}"),
+    ));
+    tg.wait_for("joined", |f| {
+        f.sent_to(88)
+            .iter()
+            .any(|t| t.starts_with("Done: your telegram account"))
+    })
+    .await;
+    // Someone accepts the invite on the console.
+    let friend = app.session("oz").await;
+    app.reply(&friend, &format!("/accept {}", invite.to_lowercase()))
+        .await;
+
+    let secrets = [
+        connect.clone(),
+        connect.replace('-', ""),
+        invite.clone(),
+        invite.replace('-', ""),
+        state.clone(),
+    ];
+    let leaks = secrets
+        .iter()
+        .map(|s| {
+            format!(
+                "LOWER(text) LIKE '%{0}%' OR LOWER(COALESCE(buttons, '')) LIKE '%{0}%'",
+                s.to_lowercase()
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(" OR ");
+    let leaks = format!("SELECT COUNT(*) FROM messages WHERE {leaks}");
+    assert!(
+        crate::helpers::eventually(Duration::from_secs(5), || async {
+            app.count(&leaks).await == 0
+        })
+        .await,
+        "{} rows of messages still hold a code or state",
+        app.count(&leaks).await
+    );
+    // The log still says what happened, and the recipients got the real thing.
+    assert_eq!(
+        app.count("SELECT COUNT(*) FROM messages WHERE text LIKE '%/connect [hidden]%'")
+            .await,
+        2,
+        "the reply's line and the Telegram message"
+    );
+    assert!(tg.sent_to(88)[1].contains(&invite));
+    assert!(link.contains(&state));
+    assert_eq!(
+        app.count("SELECT COUNT(*) FROM messages WHERE status = 'pending'")
+            .await,
+        0
     );
     app.stop().await;
 }
