@@ -311,30 +311,9 @@ impl Sharing {
             let due = self.store.unwatched_shares_before(cutoff, 500).await?;
             let n = due.len();
             for share in &due {
-                let friend = self.handle(share.friend_id).await?;
-                let why = if share.status == status::WAITING {
-                    format!("@{friend} never linked Spotify")
-                } else {
-                    format!("@{friend}'s Spotify link stayed broken")
-                };
-                let text = format!(
-                    "{why}, so I couldn't see whether they played {}, which you shared {}. I \
-                     stopped watching.",
-                    describe(share),
-                    ago(TimeDelta::milliseconds(now - share.shared_at))
-                );
-                let notices = self.notice(share.sharer_id, text).await?;
-                if self
-                    .store
-                    .finish_share(share.id, status::EXPIRED, None, now, notices)
-                    .await?
-                {
+                if self.give_up(share, now).await? {
                     total += 1;
-                    tracing::info!(share = share.id, "unwatched share expired");
                 }
-            }
-            if total > 0 {
-                self.outbox.wake();
             }
             if n < 500 {
                 return Ok(total);
@@ -386,7 +365,7 @@ impl Sharing {
                     }
                     None => {
                         tracing::warn!(error = %e, share = share.id, "play check failed at give-up time; giving up");
-                        self.give_up(&share, now).await
+                        self.give_up(&share, now).await.map(drop)
                     }
                 };
             }
@@ -398,7 +377,7 @@ impl Sharing {
             .next_check(share.shared_at, share.duration_ms, now)
         {
             Some(next) => self.claim_next(&share, check.due_at, next).await,
-            None => self.give_up(&share, now).await,
+            None => self.give_up(&share, now).await.map(drop),
         }
     }
 
@@ -495,23 +474,35 @@ impl Sharing {
         Ok(done)
     }
 
-    async fn give_up(&self, share: &share::Model, now: i64) -> Result<(), StoreError> {
+    /// Ends a share as expired and tells its sharer why; `false` (and nobody told) when it
+    /// was already over.
+    async fn give_up(&self, share: &share::Model, now: i64) -> Result<bool, StoreError> {
         let friend = self.handle(share.friend_id).await?;
-        let text = format!(
-            "@{friend} hasn't played {}, which you shared {}, so I stopped watching.",
-            describe(share),
-            ago(TimeDelta::milliseconds(now - share.shared_at))
-        );
+        let what = describe(share);
+        let shared = ago(TimeDelta::milliseconds(now - share.shared_at));
+        let unseen = |why: String| {
+            format!(
+                "{why}, so I couldn't see whether they played {what}, which you shared \
+                 {shared}. I stopped watching."
+            )
+        };
+        let text = match share.status.as_str() {
+            status::WAITING => unseen(format!("@{friend} never linked Spotify")),
+            status::PAUSED => unseen(format!("@{friend}'s Spotify link stayed broken")),
+            _ => format!(
+                "@{friend} hasn't played {what}, which you shared {shared}, so I stopped watching."
+            ),
+        };
         let notices = self.notice(share.sharer_id, text).await?;
-        if self
+        let done = self
             .store
             .finish_share(share.id, status::EXPIRED, None, now, notices)
-            .await?
-        {
+            .await?;
+        if done {
             self.outbox.wake();
-            tracing::info!(share = share.id, "share expired");
+            tracing::info!(share = share.id, was = %share.status, "share expired");
         }
-        Ok(())
+        Ok(done)
     }
 
     /// The friend's Spotify link is gone or broken: pause the watch on every share to

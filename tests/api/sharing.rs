@@ -143,6 +143,36 @@ async fn share_row(app: &TestApp, short: &str) -> segue_bot::store::entities::sh
 
 const RECENTLY_PLAYED: &str = "/v1/me/player/recently-played";
 
+/// The sharer's give-up notice starting with `prefix`: not before give_up_after (6 s)
+/// from `started`, the share expired, and told once (still once 2 s later).
+async fn gave_up_once(
+    app: &TestApp,
+    events: &mut SseReader,
+    prefix: &str,
+    started: Instant,
+    short: &str,
+) -> String {
+    let text = notice(events, prefix, Duration::from_secs(20))
+        .await
+        .unwrap_or_else(|| panic!("the give-up notice {prefix:?}"));
+    assert!(
+        started.elapsed() >= Duration::from_secs(5),
+        "not before give_up_after"
+    );
+    assert_eq!(share_status(app, short).await, "expired");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let like = prefix.replace('\'', "''");
+    assert_eq!(
+        app.count(&format!(
+            "SELECT COUNT(*) FROM messages WHERE text LIKE '{like}%'"
+        ))
+        .await,
+        1,
+        "told once"
+    );
+    text
+}
+
 /// Deletes a share's play-check jobs from apalis's own table, as if they had never been
 /// enqueued; how many there were.
 async fn drop_jobs(db: &impl ConnectionTrait, share_id: i64) -> u64 {
@@ -557,26 +587,9 @@ async fn a_share_spotify_keeps_refusing_expires(backend: Backend) {
     fake.fail_next(RECENTLY_PLAYED, 10_000, Failure::Status(403));
     let started = Instant::now();
     let short = short_id(&app.reply(&yan, &format!("/share zoe {SHORT}")).await);
-    let gave_up = notice(
-        &mut yan_events,
-        "@zoe hasn't played",
-        Duration::from_secs(20),
-    )
-    .await
-    .expect("the give-up notice, at give_up_after despite the failures");
+    let gave_up = gave_up_once(&app, &mut yan_events, "@zoe hasn't played", started, &short).await;
     assert!(gave_up.ends_with("so I stopped watching."), "{gave_up}");
-    assert!(
-        started.elapsed() >= Duration::from_secs(5),
-        "not before give_up_after"
-    );
-    assert_eq!(share_status(&app, &short).await, "expired");
-    // Told once, and no more checks after giving up.
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    assert_eq!(
-        app.count("SELECT COUNT(*) FROM messages WHERE text LIKE '@zoe hasn''t played%'")
-            .await,
-        1
-    );
+    // No more checks after giving up.
     let calls = fake.calls(RECENTLY_PLAYED);
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert_eq!(
@@ -666,29 +679,18 @@ async fn waiting_shares_expire_and_the_sharer_is_told_once(backend: Backend) {
     let short = short_id(&shared);
     assert_eq!(share_status(&app, &short).await, "waiting");
 
-    let expired = notice(
+    let expired = gave_up_once(
+        &app,
         &mut cat_events,
         "@dov never linked Spotify",
-        Duration::from_secs(15),
+        started,
+        &short,
     )
-    .await
-    .expect("the give-up notice for a share nobody could watch");
+    .await;
     assert_eq!(
         expired,
         "@dov never linked Spotify, so I couldn't see whether they played ‘Short Song’ by The \
          Testers, which you shared just now. I stopped watching."
-    );
-    assert!(
-        started.elapsed() >= Duration::from_secs(5),
-        "not before give_up_after"
-    );
-    assert_eq!(share_status(&app, &short).await, "expired");
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    assert_eq!(
-        app.count("SELECT COUNT(*) FROM messages WHERE text LIKE '@dov never linked%'")
-            .await,
-        1,
-        "told once"
     );
     app.stop().await;
 }

@@ -42,6 +42,20 @@ async fn spawn(db: &TestDb, fake: &FakeSpotify) -> TestApp {
     spawn_app_at_own_url(db, move |c| fake.configure(c)).await
 }
 
+/// The app against the fake Spotify and a fake Telegram (polling).
+async fn spawn_with_telegram(db: &TestDb, fake: &FakeSpotify) -> (TestApp, FakeTelegram) {
+    let tg = FakeTelegram::start().await;
+    let (tg_url, tg_token) = (tg.url.clone(), tg.token.clone());
+    let spotify = fake.clone();
+    let app = spawn_app_at_own_url(db, move |c| {
+        spotify.configure(c);
+        c.telegram.token = segue_bot::Secret::new(tg_token);
+        c.telegram.api_url = tg_url.parse().unwrap();
+    })
+    .await;
+    (app, tg)
+}
+
 async fn fake() -> FakeSpotify {
     FakeSpotify::start().await
 }
@@ -789,15 +803,7 @@ fn code_after(text: &str, prefix: &str) -> String {
 async fn one_time_codes_stay_out_of_the_log(backend: Backend) {
     let db = TestDb::new(backend).await;
     let fake = fake().await;
-    let tg = FakeTelegram::start().await;
-    let (tg_url, tg_token) = (tg.url.clone(), tg.token.clone());
-    let spotify = fake.clone();
-    let app = spawn_app_at_own_url(&db, move |c| {
-        spotify.configure(c);
-        c.telegram.token = segue_bot::Secret::new(tg_token);
-        c.telegram.api_url = tg_url.parse().unwrap();
-    })
-    .await;
+    let (app, tg) = spawn_with_telegram(&db, &fake).await;
     // On the console (inline replies): a /connect code and a /link state.
     let web = app.session("nia").await;
     let connect = code_after(&app.reply(&web, "/connect").await, "/connect ");
@@ -970,15 +976,7 @@ async fn without_spotify_configured_commands_say_so(backend: Backend) {
 async fn telegram_link_then_now_playing(backend: Backend) {
     let db = TestDb::new(backend).await;
     let fake = fake().await;
-    let tg = FakeTelegram::start().await;
-    let (tg_url, tg_token) = (tg.url.clone(), tg.token.clone());
-    let spotify = fake.clone();
-    let app = spawn_app_at_own_url(&db, move |c| {
-        spotify.configure(c);
-        c.telegram.token = segue_bot::Secret::new(tg_token);
-        c.telegram.api_url = tg_url.parse().unwrap();
-    })
-    .await;
+    let (app, tg) = spawn_with_telegram(&db, &fake).await;
     fake.add_user("tg_sp", "Telegram Tom");
     fake.authorize_as("tg_sp");
 
