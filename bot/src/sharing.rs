@@ -581,4 +581,29 @@ mod tests {
         );
         assert_eq!(s.next_check(t0, 180_000, t0 + week), None);
     }
+
+    #[test]
+    fn failed_checks_retry_within_the_watch() {
+        let s = SharingSettings::default();
+        let t0 = 1_000_000;
+        let week = 7 * 24 * 3600 * 1000;
+        // A minute after a failure, or Spotify's Retry-After when longer.
+        assert_eq!(s.retry_check(t0, t0, Duration::ZERO), Some(t0 + 60_000));
+        assert_eq!(
+            s.retry_check(t0, t0, Duration::from_secs(300)),
+            Some(t0 + 300_000)
+        );
+        // Never past the give-up time, and none at or after it.
+        assert_eq!(
+            s.retry_check(t0, t0 + week - 10_000, Duration::ZERO),
+            Some(t0 + week)
+        );
+        assert_eq!(s.retry_check(t0, t0 + week, Duration::ZERO), None);
+        // A faster schedule retries at its own pace.
+        let fast = SharingSettings {
+            fast_interval: Duration::from_secs(5),
+            ..SharingSettings::default()
+        };
+        assert_eq!(fast.retry_check(t0, t0, Duration::ZERO), Some(t0 + 5_000));
+    }
 }
