@@ -266,6 +266,9 @@ pub struct SharingConfig {
     pub slow_interval: Duration,
     #[serde(with = "humantime_serde")]
     pub give_up_after: Duration,
+    /// How often the worker enqueues checks that have no job and expires unwatched shares.
+    #[serde(with = "humantime_serde")]
+    pub reconcile_every: Duration,
 }
 
 impl Default for SharingConfig {
@@ -277,6 +280,7 @@ impl Default for SharingConfig {
             fast_for: d.fast_for,
             slow_interval: d.slow_interval,
             give_up_after: d.give_up_after,
+            reconcile_every: d.reconcile_every,
         }
     }
 }
@@ -289,6 +293,7 @@ impl SharingConfig {
             fast_for: self.fast_for,
             slow_interval: self.slow_interval,
             give_up_after: self.give_up_after,
+            reconcile_every: self.reconcile_every,
         }
     }
 }
@@ -453,6 +458,7 @@ impl Config {
             ("sharing.fast_interval", self.sharing.fast_interval),
             ("sharing.slow_interval", self.sharing.slow_interval),
             ("sharing.give_up_after", self.sharing.give_up_after),
+            ("sharing.reconcile_every", self.sharing.reconcile_every),
         ] {
             if value < Duration::from_secs(1) {
                 problems.push(format!("{key} must be at least 1s"));

@@ -14,6 +14,7 @@ pub mod message;
 pub mod metrics;
 pub mod middleware;
 pub mod outbox;
+pub mod redact;
 pub mod router;
 pub mod secret;
 pub mod sharing;

@@ -32,6 +32,9 @@ pub struct SharingSettings {
     pub fast_for: Duration,
     pub slow_interval: Duration,
     pub give_up_after: Duration,
+    /// How often the worker looks for checks without a job and for unwatched shares past
+    /// `give_up_after` ([`Sharing::tend`]: reconcile, expiry).
+    pub reconcile_every: Duration,
 }
 
 impl Default for SharingSettings {
@@ -42,6 +45,7 @@ impl Default for SharingSettings {
             fast_for: Duration::from_secs(3600),
             slow_interval: Duration::from_secs(3600),
             give_up_after: Duration::from_secs(7 * 24 * 3600),
+            reconcile_every: Duration::from_secs(60),
         }
     }
 }
@@ -56,9 +60,27 @@ impl SharingSettings {
         shared_at + duration_ms.max(ms(self.min_first_check))
     }
 
+    /// When the watch on a share made at `shared_at` ends.
+    pub fn give_up_at(&self, shared_at: i64) -> i64 {
+        shared_at.saturating_add(ms(self.give_up_after))
+    }
+
+    /// The check after one that failed at `now` (Spotify refused or was unavailable),
+    /// `retry_after` at the soonest, or `None` when the watch is over: a share Spotify
+    /// keeps refusing still ends at its give-up time.
+    pub fn retry_check(&self, shared_at: i64, now: i64, retry_after: Duration) -> Option<i64> {
+        let give_up = self.give_up_at(shared_at);
+        if now >= give_up {
+            return None;
+        }
+        // Never slower than the fast schedule would have checked.
+        let wait = retry_after.max(RETRY_AFTER_FAILURE.min(self.fast_interval));
+        Some(now.saturating_add(ms(wait)).min(give_up))
+    }
+
     /// The check after one made at `now`, or `None` when the watch is over.
     pub fn next_check(&self, shared_at: i64, duration_ms: i64, now: i64) -> Option<i64> {
-        let give_up = shared_at.saturating_add(ms(self.give_up_after));
+        let give_up = self.give_up_at(shared_at);
         if now >= give_up {
             return None;
         }
@@ -74,7 +96,8 @@ impl SharingSettings {
     }
 }
 
-/// Retry a check this long after Spotify failed (or its `Retry-After`, when longer).
+/// Retry a check this long after Spotify failed (or its `Retry-After`, when longer; or
+/// `fast_interval`, when shorter).
 const RETRY_AFTER_FAILURE: Duration = Duration::from_secs(60);
 
 /// Why a share could not be made.
@@ -270,6 +293,34 @@ impl Sharing {
         }
     }
 
+    /// The worker's periodic round, every `reconcile_every`: enqueues checks that have no
+    /// job ([`Sharing::reconcile`]) and ends the unwatched shares past their give-up time
+    /// ([`Sharing::expire_unwatched`]). Idempotent: a round that finds nothing does nothing.
+    pub async fn tend(&self) -> Result<(usize, usize), StoreError> {
+        let reconciled = self.reconcile().await?;
+        let expired = self.expire_unwatched(now_millis()).await?;
+        Ok((reconciled, expired))
+    }
+
+    /// Ends the shares nobody could watch (the friend never linked Spotify, or their
+    /// link stayed broken) once `give_up_after` has passed, telling each sharer once.
+    pub async fn expire_unwatched(&self, now: i64) -> Result<usize, StoreError> {
+        let cutoff = now.saturating_sub(ms(self.settings.give_up_after));
+        let mut total = 0;
+        loop {
+            let due = self.store.unwatched_shares_before(cutoff, 500).await?;
+            let n = due.len();
+            for share in &due {
+                if self.give_up(share, now).await? {
+                    total += 1;
+                }
+            }
+            if n < 500 {
+                return Ok(total);
+            }
+        }
+    }
+
     /// Enqueues a check and records that it is; `false` when the queue refused.
     async fn schedule(&self, share_id: i64, due_at: i64) -> bool {
         match self.queue.enqueue(PlayCheck { share_id, due_at }).await {
@@ -303,12 +354,20 @@ impl Sharing {
             }
             Err(SpotifyError::Store(e)) => return Err(e),
             Err(e) => {
-                let wait = match e {
-                    SpotifyError::RateLimited(d) => d.max(RETRY_AFTER_FAILURE),
-                    _ => RETRY_AFTER_FAILURE,
+                let retry_after = match e {
+                    SpotifyError::RateLimited(d) => d,
+                    _ => Duration::ZERO,
                 };
-                tracing::warn!(error = %e, share = share.id, ?wait, "play check failed; rescheduled");
-                return self.claim_next(&share, check.due_at, now + ms(wait)).await;
+                return match self.settings.retry_check(share.shared_at, now, retry_after) {
+                    Some(next) => {
+                        tracing::warn!(error = %e, share = share.id, in_ms = next - now, "play check failed; rescheduled");
+                        self.claim_next(&share, check.due_at, next).await
+                    }
+                    None => {
+                        tracing::warn!(error = %e, share = share.id, "play check failed at give-up time; giving up");
+                        self.give_up(&share, now).await.map(drop)
+                    }
+                };
             }
         }
         // If the sweep settled this share, the conditional updates below find it
@@ -318,7 +377,7 @@ impl Sharing {
             .next_check(share.shared_at, share.duration_ms, now)
         {
             Some(next) => self.claim_next(&share, check.due_at, next).await,
-            None => self.give_up(&share, now).await,
+            None => self.give_up(&share, now).await.map(drop),
         }
     }
 
@@ -415,23 +474,35 @@ impl Sharing {
         Ok(done)
     }
 
-    async fn give_up(&self, share: &share::Model, now: i64) -> Result<(), StoreError> {
+    /// Ends a share as expired and tells its sharer why; `false` (and nobody told) when it
+    /// was already over.
+    async fn give_up(&self, share: &share::Model, now: i64) -> Result<bool, StoreError> {
         let friend = self.handle(share.friend_id).await?;
-        let text = format!(
-            "@{friend} hasn't played {}, which you shared {}, so I stopped watching.",
-            describe(share),
-            ago(TimeDelta::milliseconds(now - share.shared_at))
-        );
+        let what = describe(share);
+        let shared = ago(TimeDelta::milliseconds(now - share.shared_at));
+        let unseen = |why: String| {
+            format!(
+                "{why}, so I couldn't see whether they played {what}, which you shared \
+                 {shared}. I stopped watching."
+            )
+        };
+        let text = match share.status.as_str() {
+            status::WAITING => unseen(format!("@{friend} never linked Spotify")),
+            status::PAUSED => unseen(format!("@{friend}'s Spotify link stayed broken")),
+            _ => format!(
+                "@{friend} hasn't played {what}, which you shared {shared}, so I stopped watching."
+            ),
+        };
         let notices = self.notice(share.sharer_id, text).await?;
-        if self
+        let done = self
             .store
             .finish_share(share.id, status::EXPIRED, None, now, notices)
-            .await?
-        {
+            .await?;
+        if done {
             self.outbox.wake();
-            tracing::info!(share = share.id, "share expired");
+            tracing::info!(share = share.id, was = %share.status, "share expired");
         }
-        Ok(())
+        Ok(done)
     }
 
     /// The friend's Spotify link is gone or broken: pause the watch on every share to
@@ -509,5 +580,30 @@ mod tests {
             "the last check is at give-up time"
         );
         assert_eq!(s.next_check(t0, 180_000, t0 + week), None);
+    }
+
+    #[test]
+    fn failed_checks_retry_within_the_watch() {
+        let s = SharingSettings::default();
+        let t0 = 1_000_000;
+        let week = 7 * 24 * 3600 * 1000;
+        // A minute after a failure, or Spotify's Retry-After when longer.
+        assert_eq!(s.retry_check(t0, t0, Duration::ZERO), Some(t0 + 60_000));
+        assert_eq!(
+            s.retry_check(t0, t0, Duration::from_secs(300)),
+            Some(t0 + 300_000)
+        );
+        // Never past the give-up time, and none at or after it.
+        assert_eq!(
+            s.retry_check(t0, t0 + week - 10_000, Duration::ZERO),
+            Some(t0 + week)
+        );
+        assert_eq!(s.retry_check(t0, t0 + week, Duration::ZERO), None);
+        // A faster schedule retries at its own pace.
+        let fast = SharingSettings {
+            fast_interval: Duration::from_secs(5),
+            ..SharingSettings::default()
+        };
+        assert_eq!(fast.retry_check(t0, t0, Duration::ZERO), Some(t0 + 5_000));
     }
 }

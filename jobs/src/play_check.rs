@@ -155,14 +155,34 @@ async fn check(job: PlayCheck, sharing: Data<Arc<Sharing>>) -> Result<(), BoxDyn
     })
 }
 
-/// Works the queue until `shutdown`: first enqueues checks that were never enqueued
-/// (reconcile), then runs due checks.
-pub async fn run(queue: PlayChecks, sharing: Arc<Sharing>, shutdown: CancellationToken) {
-    match sharing.reconcile().await {
-        Ok(0) => {}
-        Ok(n) => tracing::info!(checks = n, "reconciled play checks that had no job"),
-        Err(e) => tracing::error!(error = %e, "reconciling play checks failed"),
+/// Every `reconcile_every` until `shutdown`, starting now: enqueues the checks that have no
+/// job (an enqueue failed, or the process stopped before it) and expires the unwatched
+/// shares past their give-up time.
+async fn tend(sharing: Arc<Sharing>, shutdown: CancellationToken) {
+    let every = sharing.settings().reconcile_every;
+    loop {
+        match sharing.tend().await {
+            Ok((0, 0)) => {}
+            Ok((reconciled, expired)) => {
+                tracing::info!(
+                    reconciled,
+                    expired,
+                    "play checks reconciled, unwatched shares expired"
+                );
+            }
+            Err(e) => tracing::error!(error = %e, "reconciling play checks failed"),
+        }
+        tokio::select! {
+            () = shutdown.cancelled() => break,
+            () = tokio::time::sleep(every) => {}
+        }
     }
+}
+
+/// Works the queue until `shutdown`: enqueues checks that were never enqueued
+/// (reconcile) at start and every `reconcile_every` after, and runs due checks.
+pub async fn run(queue: PlayChecks, sharing: Arc<Sharing>, shutdown: CancellationToken) {
+    let tending = tokio::spawn(tend(sharing.clone(), shutdown.clone()));
     // apalis refuses a worker whose name is still registered as alive (a restart within
     // its heartbeat window), so each run gets a name of its own.
     let name = format!(
@@ -208,6 +228,9 @@ pub async fn run(queue: PlayChecks, sharing: Arc<Sharing>, shutdown: Cancellatio
             () = shutdown.cancelled() => break,
             () = tokio::time::sleep(RESTART_AFTER) => {}
         }
+    }
+    if let Err(e) = tending.await {
+        tracing::error!(error = %e, "the reconcile task panicked");
     }
     tracing::debug!("play-check worker stopped");
 }

@@ -7,10 +7,10 @@
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
-use sea_orm::ConnectionTrait;
+use sea_orm::{ConnectionTrait, DbBackend};
 use segue_bot::jobs::PlayCheck;
 
-use crate::fake_spotify::FakeSpotify;
+use crate::fake_spotify::{Failure, FakeSpotify};
 use crate::fake_telegram::FakeTelegram;
 use crate::helpers::{
     Backend, SseReader, TestApp, TestDb, backend_tests, eventually, spawn_app_at_own_url,
@@ -22,6 +22,10 @@ backend_tests!(
     checks_for_one_friend_share_one_spotify_call,
     friend_links_later_and_broken_links_pause,
     restart_and_reconcile_keep_every_share_watched,
+    reconcile_also_runs_while_the_app_runs,
+    a_share_spotify_keeps_refusing_expires,
+    failed_checks_are_rescheduled_and_still_notice_the_play,
+    waiting_shares_expire_and_the_sharer_is_told_once,
     a_retried_check_notifies_once,
     run_at_is_honoured_to_the_second,
     the_job_board_shows_play_checks_to_admins_only,
@@ -125,13 +129,79 @@ async fn notice(events: &mut SseReader, prefix: &str, wait: Duration) -> Option<
 }
 
 async fn share_status(app: &TestApp, short: &str) -> String {
+    share_row(app, short).await.status
+}
+
+async fn share_row(app: &TestApp, short: &str) -> segue_bot::store::entities::share::Model {
     app.core
         .store
         .share_by_short_id(short)
         .await
         .unwrap()
         .unwrap()
-        .status
+}
+
+const RECENTLY_PLAYED: &str = "/v1/me/player/recently-played";
+
+/// The sharer's give-up notice starting with `prefix`: not before give_up_after (6 s)
+/// from `started`, the share expired, and told once (still once 2 s later).
+async fn gave_up_once(
+    app: &TestApp,
+    events: &mut SseReader,
+    prefix: &str,
+    started: Instant,
+    short: &str,
+) -> String {
+    let text = notice(events, prefix, Duration::from_secs(20))
+        .await
+        .unwrap_or_else(|| panic!("the give-up notice {prefix:?}"));
+    assert!(
+        started.elapsed() >= Duration::from_secs(5),
+        "not before give_up_after"
+    );
+    assert_eq!(share_status(app, short).await, "expired");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let like = prefix.replace('\'', "''");
+    assert_eq!(
+        app.count(&format!(
+            "SELECT COUNT(*) FROM messages WHERE text LIKE '{like}%'"
+        ))
+        .await,
+        1,
+        "told once"
+    );
+    text
+}
+
+/// Deletes a share's play-check jobs from apalis's own table, as if they had never been
+/// enqueued; how many there were.
+async fn drop_jobs(db: &impl ConnectionTrait, share_id: i64) -> u64 {
+    let queue = segue_jobs::play_check::QUEUE;
+    let sql = match db.get_database_backend() {
+        DbBackend::Postgres => format!(
+            "DELETE FROM apalis.jobs WHERE job_type = '{queue}' \
+             AND (convert_from(job, 'UTF8')::jsonb ->> 'share_id')::bigint = {share_id}"
+        ),
+        _ => format!(
+            "DELETE FROM Jobs WHERE job_type = '{queue}' \
+             AND json_extract(CAST(job AS TEXT), '$.share_id') = {share_id}"
+        ),
+    };
+    db.execute_unprepared(&sql).await.unwrap().rows_affected()
+}
+
+/// Forgets that a share's check was enqueued, and drops its jobs: what a failed enqueue
+/// (or a crash before it) leaves behind.
+async fn lose_jobs(db: &impl ConnectionTrait, share_id: i64) {
+    assert!(
+        drop_jobs(db, share_id).await >= 1,
+        "the share had a job in apalis's table"
+    );
+    db.execute_unprepared(&format!(
+        "UPDATE shares SET scheduled = false WHERE id = {share_id}"
+    ))
+    .await
+    .unwrap();
 }
 
 /// The short id in a `/share` confirmation ("… /cancel abc123").
@@ -298,10 +368,10 @@ async fn give_up_cancel_and_non_friends(backend: Backend) {
         cancelled,
         "Done: I stopped watching ‘Zebra Crossing’ by The Testers."
     );
-    assert!(
+    assert_eq!(
         app.reply(&carol, &format!("/cancel {}", short_id(&wrong)))
-            .await
-            .contains("already over")
+            .await,
+        "That share is already over: you cancelled it."
     );
     assert!(
         app.reply(&dan, &format!("/cancel {}", short_id(&wrong)))
@@ -446,23 +516,23 @@ async fn restart_and_reconcile_keep_every_share_watched(backend: Backend) {
     let app = spawn(&db, &fake).await;
     let (ned, _) = linked(&app, &fake, "ned").await;
     let (oli, _) = linked(&app, &fake, "oli").await;
+    let (pat, _) = linked(&app, &fake, "pat").await;
     befriend(&app, &ned, &oli).await;
+    befriend(&app, &ned, &pat).await;
+    // Two friends: a check of one share sweeps every share to that friend, so share two
+    // is to someone else and nothing but its own (reconciled) job can settle it.
     let one = short_id(&app.reply(&ned, &format!("/share oli {SHORT}")).await);
-    let two = short_id(&app.reply(&ned, &format!("/share oli {OTHER}")).await);
+    let two = short_id(&app.reply(&ned, &format!("/share pat {OTHER}")).await);
+    let two_id = share_row(&app, &two).await.id;
     app.stop().await;
 
     // The process "died" after storing share two but before enqueuing its job: forget
-    // that it was scheduled, and drop its jobs.
+    // that it was scheduled, and drop its jobs from apalis's table.
     let db_conn = sea_orm::Database::connect(&db.url).await.unwrap();
-    db_conn
-        .execute_unprepared(&format!(
-            "UPDATE shares SET scheduled = false WHERE short_id = '{two}'"
-        ))
-        .await
-        .unwrap();
+    lose_jobs(&db_conn, two_id).await;
     drop(db_conn);
     fake.record_play("oli_sp", SHORT, Utc::now());
-    fake.record_play("oli_sp", OTHER, Utc::now());
+    fake.record_play("pat_sp", OTHER, Utc::now());
 
     let app = spawn(&db, &fake).await;
     let done = eventually(Duration::from_secs(15), || async {
@@ -472,9 +542,156 @@ async fn restart_and_reconcile_keep_every_share_watched(backend: Backend) {
     assert!(done, "both shares were checked after the restart");
     // Each played notice was recorded once.
     let notices = app
-        .count("SELECT COUNT(*) FROM messages WHERE text LIKE '@oli played%'")
+        .count("SELECT COUNT(*) FROM messages WHERE text LIKE '@oli played%' OR text LIKE '@pat played%'")
         .await;
     assert_eq!(notices, 2);
+    app.stop().await;
+}
+
+async fn reconcile_also_runs_while_the_app_runs(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let fake = fake().await;
+    let app = spawn_with(&db, &fake, |c| {
+        // The first check is a few seconds off, so its job is still waiting when dropped.
+        c.sharing.min_first_check = Duration::from_secs(3);
+        c.sharing.give_up_after = Duration::from_secs(30);
+        c.sharing.reconcile_every = Duration::from_secs(1);
+    })
+    .await;
+    let (wes, mut wes_events) = linked(&app, &fake, "wes").await;
+    let (xia, _) = linked(&app, &fake, "xia").await;
+    befriend(&app, &wes, &xia).await;
+    let short = short_id(&app.reply(&wes, &format!("/share xia {SHORT}")).await);
+    // The enqueue "failed" while the app runs: no job, and the share says so.
+    lose_jobs(app.core.store.db(), share_row(&app, &short).await.id).await;
+    fake.record_play("xia_sp", SHORT, Utc::now());
+    // No restart: the worker's periodic reconcile enqueues the check again.
+    assert!(
+        notice(&mut wes_events, "@xia played", Duration::from_secs(15))
+            .await
+            .is_some(),
+        "the share was checked again without a restart"
+    );
+    assert_eq!(share_status(&app, &short).await, "played");
+    app.stop().await;
+}
+
+async fn a_share_spotify_keeps_refusing_expires(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let fake = fake().await;
+    let app = spawn(&db, &fake).await;
+    let (yan, mut yan_events) = linked(&app, &fake, "yan").await;
+    let (zoe, _) = linked(&app, &fake, "zoe").await;
+    befriend(&app, &yan, &zoe).await;
+    // Every history read is refused, for good.
+    fake.fail_next(RECENTLY_PLAYED, 10_000, Failure::Status(403));
+    let started = Instant::now();
+    let short = short_id(&app.reply(&yan, &format!("/share zoe {SHORT}")).await);
+    let gave_up = gave_up_once(&app, &mut yan_events, "@zoe hasn't played", started, &short).await;
+    assert!(gave_up.ends_with("so I stopped watching."), "{gave_up}");
+    // No more checks after giving up.
+    let calls = fake.calls(RECENTLY_PLAYED);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        fake.calls(RECENTLY_PLAYED),
+        calls,
+        "no checks after giving up"
+    );
+    assert!((2..=10).contains(&calls), "{calls} checks in 6 s");
+    app.stop().await;
+}
+
+async fn failed_checks_are_rescheduled_and_still_notice_the_play(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let fake = fake().await;
+    let app = spawn_with(&db, &fake, |c| {
+        c.sharing.give_up_after = Duration::from_secs(60);
+    })
+    .await;
+    let (amy, mut amy_events) = linked(&app, &fake, "amy").await;
+    let (bea, _) = linked(&app, &fake, "bea").await;
+    befriend(&app, &amy, &bea).await;
+    // The first check is rate-limited for longer than a request waits (6 s > 5 s), the
+    // next meets Spotify down (three 503s), the third gets through.
+    fake.fail_next(
+        RECENTLY_PLAYED,
+        1,
+        Failure::RateLimited {
+            retry_after_secs: 6,
+        },
+    );
+    fake.fail_next(RECENTLY_PLAYED, 3, Failure::Status(503));
+    let before = fake.calls(RECENTLY_PLAYED);
+    let short = short_id(&app.reply(&amy, &format!("/share bea {SHORT}")).await);
+    fake.record_play("bea_sp", SHORT, Utc::now());
+
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            fake.calls(RECENTLY_PLAYED) > before
+        })
+        .await,
+        "the first check ran"
+    );
+    let limited_at = Instant::now();
+    // Still watched, next check after Retry-After.
+    let wait_left = eventually(Duration::from_secs(2), || async {
+        let s = share_row(&app, &short).await;
+        s.status == "pending" && s.next_check_at.unwrap_or(0) - Utc::now().timestamp_millis() > 4000
+    })
+    .await;
+    assert!(
+        wait_left,
+        "rescheduled after Retry-After: {:?}",
+        share_row(&app, &short).await
+    );
+
+    let played = notice(&mut amy_events, "@bea played", Duration::from_secs(20))
+        .await
+        .expect("the play is noticed at a later check");
+    assert!(played.starts_with("@bea played ‘Short Song’"), "{played}");
+    assert!(
+        limited_at.elapsed() >= Duration::from_secs(5),
+        "Retry-After honoured: {:?}",
+        limited_at.elapsed()
+    );
+    assert_eq!(share_status(&app, &short).await, "played");
+    let calls = fake.calls(RECENTLY_PLAYED) - before;
+    assert!(
+        calls >= 5,
+        "429, three 503s, then the read that saw it: {calls}"
+    );
+    app.stop().await;
+}
+
+async fn waiting_shares_expire_and_the_sharer_is_told_once(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let fake = fake().await;
+    let app = spawn_with(&db, &fake, |c| {
+        c.sharing.reconcile_every = Duration::from_secs(1);
+    })
+    .await;
+    let (cat, mut cat_events) = linked(&app, &fake, "cat").await;
+    let dov = app.session("dov").await;
+    befriend(&app, &cat, &dov).await;
+    let started = Instant::now();
+    let shared = app.reply(&cat, &format!("/share dov {SHORT}")).await;
+    assert!(shared.contains("@dov hasn't linked Spotify"), "{shared}");
+    let short = short_id(&shared);
+    assert_eq!(share_status(&app, &short).await, "waiting");
+
+    let expired = gave_up_once(
+        &app,
+        &mut cat_events,
+        "@dov never linked Spotify",
+        started,
+        &short,
+    )
+    .await;
+    assert_eq!(
+        expired,
+        "@dov never linked Spotify, so I couldn't see whether they played ‘Short Song’ by The \
+         Testers, which you shared just now. I stopped watching."
+    );
     app.stop().await;
 }
 

@@ -24,7 +24,10 @@ backend_tests!(
     spotify_failures_are_told_in_plain_words,
     podcasts_local_files_and_history,
     public_now_playing_api,
+    spotify_refusals_are_cached_like_answers,
+    a_refreshed_token_refused_again_breaks_the_link,
     connect_joins_platforms_and_notify_here_picks_one,
+    one_time_codes_stay_out_of_the_log,
     forget_leaves_no_row_about_the_person,
     without_spotify_configured_commands_say_so,
     telegram_link_then_now_playing,
@@ -37,6 +40,20 @@ const SONG: &str = "4uLU6hMCjMI75M1A2tKUQC";
 async fn spawn(db: &TestDb, fake: &FakeSpotify) -> TestApp {
     let fake = fake.clone();
     spawn_app_at_own_url(db, move |c| fake.configure(c)).await
+}
+
+/// The app against the fake Spotify and a fake Telegram (polling).
+async fn spawn_with_telegram(db: &TestDb, fake: &FakeSpotify) -> (TestApp, FakeTelegram) {
+    let tg = FakeTelegram::start().await;
+    let (tg_url, tg_token) = (tg.url.clone(), tg.token.clone());
+    let spotify = fake.clone();
+    let app = spawn_app_at_own_url(db, move |c| {
+        spotify.configure(c);
+        c.telegram.token = segue_bot::Secret::new(tg_token);
+        c.telegram.api_url = tg_url.parse().unwrap();
+    })
+    .await;
+    (app, tg)
 }
 
 async fn fake() -> FakeSpotify {
@@ -620,6 +637,69 @@ async fn public_now_playing_api(backend: Backend) {
     app.stop().await;
 }
 
+async fn spotify_refusals_are_cached_like_answers(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let fake = fake().await;
+    let app = spawn(&db, &fake).await;
+    let token = linked_user(&app, &fake, "rey", "rey_sp").await;
+    app.reply(&token, "/public on").await;
+    let api = format!("{}/api/users/rey/now-playing", app.address);
+    const PLAYING: &str = "/v1/me/player/currently-playing";
+    // Spotify refuses (403), then doesn't know (404): each answer is kept 10 s like a
+    // good one, so 50 public requests cost one Spotify call.
+    for failure in [Failure::Status(403), Failure::Status(404)] {
+        app.core
+            .spotify
+            .as_ref()
+            .unwrap()
+            .forget_cached(user_id(&app, "rey").await);
+        fake.fail_next(PLAYING, 1000, failure);
+        let before = fake.calls(PLAYING);
+        for _ in 0..50 {
+            let res = app.client.get(&api).send().await.unwrap();
+            assert_eq!(res.status(), 503, "{failure:?}");
+        }
+        let calls = fake.calls(PLAYING) - before;
+        assert!(
+            calls <= 2,
+            "{calls} Spotify calls for 50 requests ({failure:?})"
+        );
+    }
+    app.stop().await;
+}
+
+async fn a_refreshed_token_refused_again_breaks_the_link(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let fake = fake().await;
+    let app = spawn(&db, &fake).await;
+    let token = linked_user(&app, &fake, "sue", "sue_sp").await;
+    let refreshes = fake.refreshes("sue_sp");
+    // 401, a refresh, and 401 again for the fresh token.
+    fake.fail_next("/v1/me/player/currently-playing", 2, Failure::Status(401));
+    assert_eq!(
+        app.reply(&token, "/np").await,
+        "Spotify no longer accepts your link (access was removed or expired). Send /link to \
+         connect it again."
+    );
+    assert_eq!(fake.refreshes("sue_sp") - refreshes, 1, "refreshed once");
+    // Recorded, not just answered: /me says so, and no more calls are made.
+    let me = app.reply(&token, "/me").await;
+    assert!(me.contains("the link is broken"), "{me}");
+    let calls = fake.calls("/v1/me/player");
+    app.core
+        .spotify
+        .as_ref()
+        .unwrap()
+        .forget_cached(user_id(&app, "sue").await);
+    assert!(
+        app.reply(&token, "/np")
+            .await
+            .starts_with("Spotify no longer accepts")
+    );
+    assert_eq!(fake.calls("/v1/me/player"), calls);
+    app.stop().await;
+}
+
 /// A Telegram private message, handled inline so the replies come back here.
 async fn telegram(app: &TestApp, user: &str, text: &str) -> Vec<String> {
     let msg = Incoming {
@@ -708,6 +788,93 @@ async fn connect_joins_platforms_and_notify_here_picks_one(backend: Backend) {
         app.count("SELECT COUNT(*) FROM users").await,
         1,
         "the telegram user was joined into jack"
+    );
+    app.stop().await;
+}
+
+/// The word after `prefix` in the line that starts with it.
+fn code_after(text: &str, prefix: &str) -> String {
+    let line = text
+        .lines()
+        .find(|l| l.starts_with(prefix))
+        .unwrap_or_else(|| panic!("no {prefix:?} line in {text:?}"));
+    line[prefix.len()..].trim().to_owned()
+}
+
+async fn one_time_codes_stay_out_of_the_log(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let fake = fake().await;
+    let (app, tg) = spawn_with_telegram(&db, &fake).await;
+    // On the console (inline replies): a /connect code and a /link state.
+    let web = app.session("nia").await;
+    let connect = code_after(&app.reply(&web, "/connect").await, "/connect ");
+    let link = app.reply(&web, "/link").await;
+    let state = url_in(&link)
+        .split("state=")
+        .nth(1)
+        .expect("a state in the link")
+        .to_owned();
+    // On Telegram (through the outbox): an invite code, then the /connect code redeemed.
+    tg.push_update(crate::telegram::message(1, 88, 88, "/invite"));
+    tg.wait_for("the invite", |f| f.sent_to(88).len() == 2)
+        .await;
+    let invite = code_after(&tg.sent_to(88)[1], "/accept ");
+    tg.push_update(crate::telegram::message(
+        2,
+        88,
+        88,
+        &format!("/connect {connect}"),
+    ));
+    tg.wait_for("joined", |f| {
+        f.sent_to(88)
+            .iter()
+            .any(|t| t.starts_with("Done: your telegram account"))
+    })
+    .await;
+    // Someone accepts the invite on the console.
+    let friend = app.session("oz").await;
+    app.reply(&friend, &format!("/accept {}", invite.to_lowercase()))
+        .await;
+
+    let secrets = [
+        connect.clone(),
+        connect.replace('-', ""),
+        invite.clone(),
+        invite.replace('-', ""),
+        state.clone(),
+    ];
+    let leaks = secrets
+        .iter()
+        .map(|s| {
+            format!(
+                "LOWER(text) LIKE '%{0}%' OR LOWER(COALESCE(buttons, '')) LIKE '%{0}%'",
+                s.to_lowercase()
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(" OR ");
+    let leaks = format!("SELECT COUNT(*) FROM messages WHERE {leaks}");
+    assert!(
+        crate::helpers::eventually(Duration::from_secs(5), || async {
+            app.count(&leaks).await == 0
+        })
+        .await,
+        "{} rows of messages still hold a code or state",
+        app.count(&leaks).await
+    );
+    // The log still says what happened, and the recipients got the real thing.
+    assert_eq!(
+        app.count("SELECT COUNT(*) FROM messages WHERE text LIKE '%/connect [hidden]%'")
+            .await,
+        2,
+        "the reply's line and the Telegram message"
+    );
+    assert!(tg.sent_to(88)[1].contains(&invite));
+    assert!(link.contains(&state));
+    assert_eq!(
+        app.count("SELECT COUNT(*) FROM messages WHERE status = 'pending'")
+            .await,
+        0
     );
     app.stop().await;
 }
@@ -811,15 +978,7 @@ async fn without_spotify_configured_commands_say_so(backend: Backend) {
 async fn telegram_link_then_now_playing(backend: Backend) {
     let db = TestDb::new(backend).await;
     let fake = fake().await;
-    let tg = FakeTelegram::start().await;
-    let (tg_url, tg_token) = (tg.url.clone(), tg.token.clone());
-    let spotify = fake.clone();
-    let app = spawn_app_at_own_url(&db, move |c| {
-        spotify.configure(c);
-        c.telegram.token = segue_bot::Secret::new(tg_token);
-        c.telegram.api_url = tg_url.parse().unwrap();
-    })
-    .await;
+    let (app, tg) = spawn_with_telegram(&db, &fake).await;
     fake.add_user("tg_sp", "Telegram Tom");
     fake.authorize_as("tg_sp");
 

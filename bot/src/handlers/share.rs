@@ -209,9 +209,14 @@ pub async fn cancel(ctx: &Ctx, args: Args) -> HandlerResult {
             describe(&share)
         ))])
     } else {
+        let why = match share.status.as_str() {
+            status::PLAYED => "they played it",
+            status::EXPIRED => "I had already stopped watching it",
+            status::CANCELLED => "you cancelled it",
+            _ => "it just ended",
+        };
         Ok(vec![Reply::text(format!(
-            "That share is already over ({}).",
-            share.status
+            "That share is already over: {why}."
         ))])
     }
 }

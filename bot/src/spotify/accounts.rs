@@ -9,14 +9,15 @@ use serde::Deserialize;
 
 use super::{SCOPES, Spotify, SpotifyError};
 use crate::ids::now_millis;
+use crate::secret::Secret;
 
-/// A successful answer of the token endpoint.
+/// A successful answer of the token endpoint; `Debug` shows no token.
 #[derive(Debug, Deserialize)]
 pub(super) struct TokenAnswer {
-    pub access_token: String,
+    pub access_token: Secret,
     pub expires_in: i64,
     /// Present on the code exchange, and on a refresh when Spotify rotates it.
-    pub refresh_token: Option<String>,
+    pub refresh_token: Option<Secret>,
     #[serde(default)]
     pub scope: Option<String>,
 }
@@ -182,5 +183,28 @@ impl Spotify {
                 "{status} {detail}"
             ))));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_token_answer_never_prints_its_tokens() {
+        let answer: TokenAnswer = serde_json::from_str(
+            r#"{"access_token":"AQD-access-123","expires_in":3600,"refresh_token":"AQC-refresh-456","scope":"user-read-recently-played"}"#,
+        )
+        .unwrap();
+        let shown = format!("{answer:?}");
+        assert!(
+            !shown.contains("access-123") && !shown.contains("refresh-456"),
+            "{shown}"
+        );
+        assert_eq!(answer.access_token.expose(), "AQD-access-123");
+        assert_eq!(
+            answer.refresh_token.as_ref().map(Secret::expose),
+            Some("AQC-refresh-456")
+        );
     }
 }

@@ -134,9 +134,15 @@ impl Spotify {
                     "Spotify refused an access token; refreshing it"
                 );
                 let token = self.user_token(user_id, Some(token.expose())).await?;
-                self.attempt(&token, what, &call)
-                    .await
-                    .map_err(|e| e.unwrap_or(SpotifyError::LinkBroken))
+                match self.attempt(&token, what, &call).await {
+                    Ok(v) => Ok(v),
+                    Err(Some(e)) => Err(e),
+                    // A token fresh from the refresh is refused too: the link is broken,
+                    // recorded as such like a rejected refresh token.
+                    Err(None) => Err(self
+                        .mark_broken(user_id, "a freshly refreshed access token got 401")
+                        .await),
+                }
             }
         }
     }

@@ -7,7 +7,6 @@ use rspotify::prelude::Id;
 use super::accounts::TokenError;
 use super::{LINK_VALID_FOR, Spotify, SpotifyError, vault::Grant};
 use crate::ids::now_millis;
-use crate::secret::Secret;
 use crate::store::StoreError;
 
 const STATE_VERSION: u8 = 1;
@@ -91,8 +90,8 @@ impl Spotify {
             ));
         };
         let mut grant = Grant {
-            access_token: Secret::new(answer.access_token.clone()),
-            refresh_token: Secret::new(refresh),
+            access_token: answer.access_token.clone(),
+            refresh_token: refresh,
             expires_at: answer.expires_at_ms(),
             scopes: answer.scope.clone().unwrap_or_default(),
             spotify_id: String::new(),

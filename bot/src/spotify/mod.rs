@@ -103,14 +103,18 @@ impl SpotifyError {
         }
     }
 
-    /// A copy of the errors worth caching for a moment (the Spotify-side ones).
+    /// A copy of the errors worth caching for a moment: every Spotify-side outcome, so a
+    /// request rate never becomes a Spotify call rate. Only our own storage failing is
+    /// not kept (`None`).
     fn cacheable(&self) -> Option<Self> {
         match self {
             Self::NotLinked => Some(Self::NotLinked),
             Self::LinkBroken => Some(Self::LinkBroken),
             Self::RateLimited(d) => Some(Self::RateLimited(*d)),
             Self::Unavailable(s) => Some(Self::Unavailable(s.clone())),
-            _ => None,
+            Self::Refused(s) => Some(Self::Refused(s.clone())),
+            Self::NotFound => Some(Self::NotFound),
+            Self::Store(_) => None,
         }
     }
 }

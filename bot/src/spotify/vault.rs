@@ -124,9 +124,12 @@ impl Spotify {
         let refresh = self.keys.open(&link.key_id, &link.refresh_token)?;
         match self.refresh_grant(&refresh).await {
             Ok(answer) => {
-                let token = Secret::new(answer.access_token.clone());
+                let token = answer.access_token.clone();
                 let expires_at = answer.expires_at_ms();
-                let refresh = answer.refresh_token.as_deref().unwrap_or(&refresh);
+                let refresh = answer
+                    .refresh_token
+                    .as_ref()
+                    .map_or(refresh.as_str(), Secret::expose);
                 self.store
                     .update_spotify_tokens(
                         user_id,
@@ -148,16 +151,31 @@ impl Spotify {
                 Ok(token)
             }
             Err(TokenError::InvalidGrant(detail)) => {
-                tracing::warn!(
-                    user_id,
-                    detail,
-                    "Spotify rejected a refresh token; the link is broken"
-                );
-                self.store.mark_spotify_broken(user_id).await?;
                 *held = None;
-                Err(SpotifyError::LinkBroken)
+                Err(self
+                    .mark_broken(user_id, &format!("refresh token rejected: {detail}"))
+                    .await)
             }
             Err(TokenError::Other(e)) => Err(e),
+        }
+    }
+
+    /// Spotify no longer accepts this user's tokens: the link is recorded as broken (so
+    /// `/me` says so, shares to them pause, and `/link` mends it) and the access token
+    /// held in memory is dropped. Answers the error to return.
+    pub(super) async fn mark_broken(&self, user_id: i64, why: &str) -> SpotifyError {
+        tracing::warn!(
+            user_id,
+            why,
+            "Spotify refused our tokens; the link is broken"
+        );
+        self.tokens
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&user_id);
+        match self.store.mark_spotify_broken(user_id).await {
+            Ok(()) => SpotifyError::LinkBroken,
+            Err(e) => SpotifyError::Store(e),
         }
     }
 
@@ -172,7 +190,7 @@ impl Spotify {
             TokenError::Other(e) => e,
         })?;
         let t = CachedToken {
-            token: Secret::new(answer.access_token.clone()),
+            token: answer.access_token.clone(),
             expires_at: answer.expires_at_ms(),
         };
         *held = Some(t.clone());

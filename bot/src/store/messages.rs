@@ -11,6 +11,7 @@ use super::entities::message::{self, status};
 use super::{Store, StoreError};
 use crate::ids::now_millis;
 use crate::message::{Button, ChatAddress};
+use crate::redact;
 
 /// One row to record.
 #[derive(Clone, Debug)]
@@ -32,7 +33,21 @@ pub struct NewMessage {
 }
 
 impl NewMessage {
+    /// The row as stored. Inbound rows, and outbound rows already delivered (inline), are
+    /// stored with their one-time secrets masked ([`redact::mask`]); an outbox row keeps
+    /// its text until it is delivered ([`Store::mark_delivered`]).
     pub(super) fn into_active(self) -> message::ActiveModel {
+        let masked = self.inbound || self.status == status::DELIVERED;
+        let buttons = (!self.buttons.is_empty())
+            .then(|| serde_json::to_string(&self.buttons).unwrap_or_default());
+        let (text, buttons) = if masked {
+            (
+                redact::mask(&self.text).into_owned(),
+                buttons.map(|b| redact::mask(&b).into_owned()),
+            )
+        } else {
+            (self.text, buttons)
+        };
         message::ActiveModel {
             id: Set(self.id),
             direction: Set(if self.inbound { "in" } else { "out" }.to_owned()),
@@ -41,9 +56,8 @@ impl NewMessage {
             user_id: Set(self.user_id),
             external_id: Set(self.external_id),
             in_reply_to: Set(self.in_reply_to),
-            text: Set(self.text),
-            buttons: Set((!self.buttons.is_empty())
-                .then(|| serde_json::to_string(&self.buttons).unwrap_or_default())),
+            text: Set(text),
+            buttons: Set(buttons),
             status: Set(self.status.to_owned()),
             detail: Set(self.detail),
             attempts: Set(i32::from(self.status == status::DELIVERED)),
@@ -217,6 +231,42 @@ impl Store {
             .filter(message::Column::Status.is_in([status::HELD, status::PENDING]))
             .exec(&self.db)
             .await?;
+        self.mask_delivered(ids).await
+    }
+
+    /// Masks the one-time secrets of rows just delivered ([`redact::mask`]): the outbox
+    /// needed their text until now; the log must not keep it. Only the rows that may
+    /// carry one (a secret command, a `state=`, a code-shaped word) are read.
+    async fn mask_delivered(&self, ids: &[i64]) -> Result<(), StoreError> {
+        use message::Column as C;
+        let candidates = message::Entity::find()
+            .filter(C::Id.is_in(ids.iter().copied()))
+            .filter(C::Status.eq(status::DELIVERED))
+            .filter(
+                Condition::any()
+                    .add(C::Text.contains("/connect "))
+                    .add(C::Text.contains("/accept "))
+                    .add(C::Text.contains("/link "))
+                    .add(C::Text.contains("state="))
+                    .add(C::Text.like("%____-____%"))
+                    .add(C::Buttons.contains("state=")),
+            )
+            .all(&self.db)
+            .await?;
+        for row in candidates {
+            let text = redact::mask(&row.text);
+            let buttons = row.buttons.as_deref().map(redact::mask);
+            let buttons_changed = matches!(buttons, Some(std::borrow::Cow::Owned(_)));
+            if matches!(text, std::borrow::Cow::Borrowed(_)) && !buttons_changed {
+                continue;
+            }
+            message::Entity::update_many()
+                .col_expr(C::Text, Expr::value(text.into_owned()))
+                .col_expr(C::Buttons, Expr::value(buttons.map(|b| b.into_owned())))
+                .filter(C::Id.eq(row.id))
+                .exec(&self.db)
+                .await?;
+        }
         Ok(())
     }
 

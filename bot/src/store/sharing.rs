@@ -218,6 +218,22 @@ impl Store {
             .collect())
     }
 
+    /// Shares nobody watches (waiting for the friend to link, or paused by a broken link)
+    /// made at or before `cutoff`, oldest first.
+    pub async fn unwatched_shares_before(
+        &self,
+        cutoff: i64,
+        limit: u64,
+    ) -> Result<Vec<share::Model>, StoreError> {
+        Ok(share::Entity::find()
+            .filter(share::Column::Status.is_in([status::WAITING, status::PAUSED]))
+            .filter(share::Column::SharedAt.lte(cutoff))
+            .order_by_asc(share::Column::Id)
+            .limit(limit)
+            .all(&self.db)
+            .await?)
+    }
+
     /// Pauses the watch on every pending share to a friend whose link broke; how many.
     pub async fn pause_shares_to(&self, friend_id: i64) -> Result<u64, StoreError> {
         let res = share::Entity::update_many()
