@@ -21,6 +21,7 @@ backend_tests!(
     slow_handlers_defer_then_edit,
     notifications_go_by_dm,
     gateway_end_to_end,
+    tracks_are_suggested_from_spotify,
 );
 
 const GUILD: &str = "1200000000000000001";
@@ -413,5 +414,37 @@ async fn gateway_end_to_end(backend: Backend) {
             .contains("/share")
     );
     assert!(fake.violations().is_empty(), "{:?}", fake.violations());
+    app.stop().await;
+}
+
+async fn tracks_are_suggested_from_spotify(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let fake = FakeDiscord::start().await;
+    let spotify = crate::fake_spotify::FakeSpotify::start().await;
+    spotify.add_track("4uLU6hMCjMI75M1A2tKUQC", "Never Again", "Artist", 200_000);
+    let mut c = config(&db, &fake, DiscordMode::Interactions);
+    spotify.configure(&mut c);
+    let app = spawn_app_with(c, Vec::new()).await;
+    let mut typing = command(
+        6_000_001,
+        "share",
+        json!([
+            {"name": "friend", "type": 3, "value": "bob"},
+            {"name": "track", "type": 3, "value": "never", "focused": true}
+        ]),
+    );
+    typing["type"] = json!(4);
+    let (status, suggested) = interact(&app, &typing).await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        suggested["data"]["choices"],
+        json!([{"name": "Never Again — Artist", "value": "spotify:track:4uLU6hMCjMI75M1A2tKUQC"}])
+    );
+    // A link is complete as it is: nothing to suggest, and no Spotify call.
+    typing["id"] = json!("6000002");
+    typing["data"]["options"][1]["value"] =
+        json!("https://open.spotify.com/track/4uLU6hMCjMI75M1A2tKUQC");
+    let (_, none) = interact(&app, &typing).await;
+    assert_eq!(none["data"]["choices"], json!([]));
     app.stop().await;
 }
