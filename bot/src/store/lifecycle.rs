@@ -30,18 +30,12 @@ impl Store {
         username: &str,
     ) -> Result<Option<user::Model>, StoreError> {
         use sea_orm::sea_query::Func;
-        let found = identity::Entity::find()
-            .filter(identity::Column::Platform.eq(platform.as_str()))
-            .filter(
-                Expr::expr(Func::lower(Expr::col(identity::Column::Username)))
-                    .eq(username.to_lowercase()),
-            )
-            .one(&self.db)
-            .await?;
-        match found {
-            Some(i) => self.user(i.user_id).await,
-            None => Ok(None),
-        }
+        self.user_by_identity(
+            platform,
+            Expr::expr(Func::lower(Expr::col(identity::Column::Username)))
+                .eq(username.to_lowercase()),
+        )
+        .await
     }
 
     /// The user behind a platform account, by the platform's user id.
@@ -50,9 +44,22 @@ impl Store {
         platform: Platform,
         platform_user_id: &str,
     ) -> Result<Option<user::Model>, StoreError> {
+        self.user_by_identity(
+            platform,
+            identity::Column::PlatformUserId.eq(platform_user_id),
+        )
+        .await
+    }
+
+    /// The user of the first identity on `platform` that `which` picks.
+    async fn user_by_identity(
+        &self,
+        platform: Platform,
+        which: sea_orm::sea_query::SimpleExpr,
+    ) -> Result<Option<user::Model>, StoreError> {
         let found = identity::Entity::find()
             .filter(identity::Column::Platform.eq(platform.as_str()))
-            .filter(identity::Column::PlatformUserId.eq(platform_user_id))
+            .filter(which)
             .one(&self.db)
             .await?;
         match found {

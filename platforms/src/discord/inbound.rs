@@ -3,7 +3,7 @@
 //! a button press carries the command line we put in its `custom_id`.
 
 use segue_bot::{ChatAddress, ChatKind, Content, Incoming, Platform, UserRef};
-use serenity::all::{CommandDataOptionValue, Interaction, User};
+use serenity::all::{CommandDataOptionValue, CommandInteraction, Interaction, User};
 
 /// What to answer an interaction with, and where.
 #[derive(Clone, Debug)]
@@ -37,56 +37,29 @@ pub fn convert(interaction: &Interaction) -> Converted {
                 .iter()
                 .filter_map(|o| option_text(&o.value).map(|v| (o.name.clone(), v)))
                 .collect();
-            let incoming = incoming(
-                c.id.to_string(),
-                c.channel_id.to_string(),
-                c.guild_id.is_some(),
-                &c.user,
-                Content::Command {
-                    name: c.data.name.clone(),
-                    options,
-                },
-            );
-            Converted::Message(
-                Box::new(incoming),
-                Token {
-                    interaction_id: c.id.to_string(),
-                    token: c.token.clone(),
-                },
-            )
+            Source::command(c).message(Content::Command {
+                name: c.data.name.clone(),
+                options,
+            })
         }
-        Interaction::Component(c) => {
-            let incoming = incoming(
-                c.id.to_string(),
-                c.channel_id.to_string(),
-                c.guild_id.is_some(),
-                &c.user,
-                Content::Button {
-                    data: c.data.custom_id.clone(),
-                },
-            );
-            Converted::Message(
-                Box::new(incoming),
-                Token {
-                    interaction_id: c.id.to_string(),
-                    token: c.token.clone(),
-                },
-            )
+        Interaction::Component(c) => Source {
+            id: c.id.to_string(),
+            channel: c.channel_id.to_string(),
+            in_guild: c.guild_id.is_some(),
+            user: &c.user,
+            token: &c.token,
         }
+        .message(Content::Button {
+            data: c.data.custom_id.clone(),
+        }),
         Interaction::Autocomplete(c) => {
             let Some(focused) = c.data.autocomplete() else {
                 return Converted::Skip("autocomplete without a focused option");
             };
-            let incoming = incoming(
-                c.id.to_string(),
-                c.channel_id.to_string(),
-                c.guild_id.is_some(),
-                &c.user,
-                Content::Command {
-                    name: c.data.name.clone(),
-                    options: vec![(focused.name.to_owned(), focused.value.to_owned())],
-                },
-            );
+            let incoming = Source::command(c).incoming(Content::Command {
+                name: c.data.name.clone(),
+                options: vec![(focused.name.to_owned(), focused.value.to_owned())],
+            });
             Converted::Autocomplete(Box::new(incoming), focused.name.to_owned())
         }
         Interaction::Modal(_) => Converted::Skip("modal submit"),
@@ -94,34 +67,58 @@ pub fn convert(interaction: &Interaction) -> Converted {
     }
 }
 
-fn incoming(
+/// What every kind of interaction carries about where it came from.
+struct Source<'a> {
     id: String,
     channel: String,
     in_guild: bool,
-    user: &User,
-    content: Content,
-) -> Incoming {
-    Incoming {
-        external_id: Some(id),
-        chat: ChatAddress::new(Platform::Discord, channel),
-        chat_kind: if in_guild {
-            ChatKind::Group
-        } else {
-            ChatKind::Private
-        },
-        user: UserRef {
-            platform: Platform::Discord,
-            id: user.id.to_string(),
-            display_name: user
-                .global_name
-                .clone()
-                .unwrap_or_else(|| user.name.clone()),
-            username: Some(user.name.clone()),
-        },
-        content,
-        bot_username: None,
-        // In a server channel, the person's DM (opened when something is sent there).
-        private_chat: in_guild.then(|| format!("@{}", user.id)),
+    user: &'a User,
+    token: &'a str,
+}
+
+impl<'a> Source<'a> {
+    fn command(c: &'a CommandInteraction) -> Self {
+        Self {
+            id: c.id.to_string(),
+            channel: c.channel_id.to_string(),
+            in_guild: c.guild_id.is_some(),
+            user: &c.user,
+            token: &c.token,
+        }
+    }
+
+    fn message(self, content: Content) -> Converted {
+        let token = Token {
+            interaction_id: self.id.clone(),
+            token: self.token.to_owned(),
+        };
+        Converted::Message(Box::new(self.incoming(content)), token)
+    }
+
+    fn incoming(&self, content: Content) -> Incoming {
+        let user = self.user;
+        Incoming {
+            external_id: Some(self.id.clone()),
+            chat: ChatAddress::new(Platform::Discord, self.channel.clone()),
+            chat_kind: if self.in_guild {
+                ChatKind::Group
+            } else {
+                ChatKind::Private
+            },
+            user: UserRef {
+                platform: Platform::Discord,
+                id: user.id.to_string(),
+                display_name: user
+                    .global_name
+                    .clone()
+                    .unwrap_or_else(|| user.name.clone()),
+                username: Some(user.name.clone()),
+            },
+            content,
+            bot_username: None,
+            // In a server channel, the person's DM (opened when something is sent there).
+            private_chat: self.in_guild.then(|| format!("@{}", user.id)),
+        }
     }
 }
 

@@ -233,6 +233,23 @@ impl Rest {
         })
     }
 
+    /// [`Self::call`] for an answer we don't read.
+    async fn send<B>(
+        &self,
+        method: Method,
+        path: &str,
+        route: &str,
+        body: &B,
+        wait_up_to: Duration,
+    ) -> Result<(), RestError>
+    where
+        B: Serialize + ?Sized,
+    {
+        self.call::<B, serde_json::Value>(method, path, route, Some(body), wait_up_to)
+            .await
+            .map(drop)
+    }
+
     /// Replaces every slash command (PUT, bulk overwrite), in one guild or globally.
     pub async fn bulk_overwrite_commands<C: Serialize>(
         &self,
@@ -244,16 +261,14 @@ impl Rest {
             Some(g) => format!("/applications/{app}/guilds/{g}/commands"),
             None => format!("/applications/{app}/commands"),
         };
-        let _: serde_json::Value = self
-            .call(
-                Method::PUT,
-                &path,
-                &format!("PUT {path}"),
-                Some(commands),
-                Duration::from_secs(10),
-            )
-            .await?;
-        Ok(())
+        self.send(
+            Method::PUT,
+            &path,
+            &format!("PUT {path}"),
+            commands,
+            Duration::from_secs(10),
+        )
+        .await
     }
 
     /// The first answer to an interaction (gateway mode; the endpoint answers in its body).
@@ -264,16 +279,14 @@ impl Rest {
         body: &B,
     ) -> Result<(), RestError> {
         let path = format!("/interactions/{interaction_id}/{token}/callback");
-        let _: serde_json::Value = self
-            .call(
-                Method::POST,
-                &path,
-                "POST /interactions/callback",
-                Some(body),
-                Duration::from_secs(2),
-            )
-            .await?;
-        Ok(())
+        self.send(
+            Method::POST,
+            &path,
+            "POST /interactions/callback",
+            body,
+            Duration::from_secs(2),
+        )
+        .await
     }
 
     /// Edits the first answer of an interaction (after a deferral).
@@ -287,32 +300,16 @@ impl Rest {
             self.application_id
         );
         let route = format!("PATCH /webhooks/{token}");
-        let _: serde_json::Value = self
-            .call(
-                Method::PATCH,
-                &path,
-                &route,
-                Some(body),
-                Duration::from_secs(10),
-            )
-            .await?;
-        Ok(())
+        self.send(Method::PATCH, &path, &route, body, Duration::from_secs(10))
+            .await
     }
 
     /// A further message in answer to an interaction.
     pub async fn followup<B: Serialize>(&self, token: &str, body: &B) -> Result<(), RestError> {
         let path = format!("/webhooks/{}/{token}", self.application_id);
         let route = format!("POST /webhooks/{token}");
-        let _: serde_json::Value = self
-            .call(
-                Method::POST,
-                &path,
-                &route,
-                Some(body),
-                Duration::from_secs(10),
-            )
-            .await?;
-        Ok(())
+        self.send(Method::POST, &path, &route, body, Duration::from_secs(10))
+            .await
     }
 
     /// Opens (or finds) the DM channel with a user; its channel id.
