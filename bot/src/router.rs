@@ -1,7 +1,8 @@
 //! The router: takes one [`Incoming`] from a platform adapter, drops redeliveries, keeps
 //! each chat's messages in order, resolves the sender, runs the middleware chain and the
 //! command's handler, and records the inbound message and its replies (audit log and
-//! outbox) in one write.
+//! outbox) in one write. On platforms with a messaging window (Messenger) it also records
+//! that the sender wrote and releases what was held for them.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -219,6 +220,16 @@ impl Router {
         let person = store
             .resolve(&incoming.user, &incoming.chat, incoming.chat_kind)
             .await?;
+        if incoming.chat_kind == ChatKind::Private
+            && self.core.outbox.reply_window(incoming.chat.platform).is_some()
+        {
+            // They wrote: the platform's messaging window is open again, and what was
+            // held for it goes out now, ahead of this message's replies.
+            store.open_window(person.identity_id, received_at).await?;
+            if store.release_held(&incoming.chat).await? > 0 {
+                self.core.outbox.wake();
+            }
+        }
         let ctx = Ctx::new(self.core.clone(), incoming, person);
         let route = self.route(&ctx.incoming);
         let outcome = match route {

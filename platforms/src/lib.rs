@@ -4,6 +4,7 @@
 //! background tasks (polling, gateways). The composition root registers them.
 
 pub mod http;
+pub mod messenger;
 pub mod telegram;
 pub mod web;
 

@@ -122,6 +122,7 @@ impl Store {
                 last_chat_id: Set(private_chat.clone()),
                 last_seen_at: Set(now),
                 unreachable_at: Set(None),
+                window_opened_at: Set(None),
                 created_at: Set(now),
                 ..Default::default()
             };
@@ -253,6 +254,35 @@ impl Store {
             .all(&self.db)
             .await?;
         Ok(Some(PersonDetails { user, identities }))
+    }
+
+    /// Records that the person wrote to us at `at` (their messaging window opens again).
+    pub async fn open_window(&self, identity_id: i64, at: i64) -> Result<(), StoreError> {
+        identity::Entity::update_many()
+            .col_expr(identity::Column::WindowOpenedAt, Expr::value(at))
+            .filter(identity::Column::Id.eq(identity_id))
+            .exec(&self.db)
+            .await?;
+        Ok(())
+    }
+
+    /// When the people behind these private chats last wrote to us on `platform`
+    /// (chats whose person never did are left out).
+    pub async fn windows_opened(
+        &self,
+        platform: crate::message::Platform,
+        chats: &[&str],
+    ) -> Result<Vec<(String, i64)>, StoreError> {
+        let found = identity::Entity::find()
+            .filter(identity::Column::Platform.eq(platform.as_str()))
+            .filter(identity::Column::LastChatId.is_in(chats.iter().copied()))
+            .filter(identity::Column::WindowOpenedAt.is_not_null())
+            .all(&self.db)
+            .await?;
+        Ok(found
+            .into_iter()
+            .filter_map(|i| Some((i.last_chat_id?, i.window_opened_at?)))
+            .collect())
     }
 
     /// Marks whoever we talk to in this private chat as unreachable on that platform.
