@@ -221,7 +221,11 @@ impl Router {
             .resolve(&incoming.user, &incoming.chat, incoming.chat_kind)
             .await?;
         if incoming.chat_kind == ChatKind::Private
-            && self.core.outbox.reply_window(incoming.chat.platform).is_some()
+            && self
+                .core
+                .outbox
+                .reply_window(incoming.chat.platform)
+                .is_some()
         {
             // They wrote: the platform's messaging window is open again, and what was
             // held for it goes out now, ahead of this message's replies.

@@ -33,7 +33,11 @@ impl MigrationTrait for Migration {
             .alter_table(
                 Table::alter()
                     .table(Identities::Table)
-                    .add_column(ColumnDef::new(Identities::WindowOpenedAt).big_integer().null())
+                    .add_column(
+                        ColumnDef::new(Identities::WindowOpenedAt)
+                            .big_integer()
+                            .null(),
+                    )
                     .to_owned(),
             )
             .await?;
@@ -59,7 +63,12 @@ impl MigrationTrait for Migration {
 
     async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
         manager
-            .drop_index(Index::drop().name(INDEX).table(Identities::Table).to_owned())
+            .drop_index(
+                Index::drop()
+                    .name(INDEX)
+                    .table(Identities::Table)
+                    .to_owned(),
+            )
             .await?;
         manager
             .alter_table(

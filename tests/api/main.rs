@@ -2,6 +2,7 @@
 //! tree). Each test runs on SQLite and, when `SEGUE_TEST_DATABASE_URL` is set, on a fresh
 //! PostgreSQL database too (see `helpers::backend_tests!`).
 
+mod fake_messenger;
 mod fake_spotify;
 mod fake_telegram;
 mod helpers;
@@ -10,6 +11,7 @@ mod admin;
 mod cli;
 mod console;
 mod health;
+mod messenger;
 mod outbox;
 mod router;
 mod sharing;

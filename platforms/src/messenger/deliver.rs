@@ -207,27 +207,59 @@ mod tests {
     #[test]
     fn bodies_fit_the_send_api() {
         assert_eq!(messages("hi", &[]), vec![json!({ "text": "hi" })]);
-        let quick = messages("pick", &[Button::command("A very long label indeed", "/help")]);
-        assert_eq!(quick[0]["quick_replies"][0]["title"], "A very long label i…");
+        let quick = messages(
+            "pick",
+            &[Button::command("A very long label indeed", "/help")],
+        );
+        assert_eq!(
+            quick[0]["quick_replies"][0]["title"],
+            "A very long label i…"
+        );
         assert_eq!(quick[0]["quick_replies"][0]["payload"], "/help");
         let link = messages("go", &[Button::link("Open", "https://x.example")]);
         assert_eq!(link[0]["attachment"]["payload"]["template_type"], "button");
-        assert_eq!(link[0]["attachment"]["payload"]["buttons"][0]["type"], "web_url");
+        assert_eq!(
+            link[0]["attachment"]["payload"]["buttons"][0]["type"],
+            "web_url"
+        );
         let long = "x".repeat(700);
         let split = messages(&long, &[Button::link("Open", "https://x.example")]);
         assert_eq!(split.len(), 2);
         assert_eq!(split[0]["text"], long);
-        let many: Vec<Button> = (0..4).map(|i| Button::link(format!("L{i}"), "https://x")).collect();
+        let many: Vec<Button> = (0..4)
+            .map(|i| Button::link(format!("L{i}"), "https://x"))
+            .collect();
         assert_eq!(messages("t", &many).len(), 3);
     }
 
     #[test]
     fn errors_are_classified() {
-        assert!(matches!(classify(&api(10, Some(2_018_278))), DeliverError::Held { .. }));
-        assert!(matches!(classify(&api(613, None)), DeliverError::Transient { retry_after: Some(_), .. }));
-        assert!(matches!(classify(&api(551, Some(1_545_041))), DeliverError::Permanent { .. }));
-        assert!(matches!(classify(&api(190, None)), DeliverError::Transient { .. }));
-        assert!(matches!(classify(&api(100, None)), DeliverError::Permanent { .. }));
-        assert!(matches!(classify(&GraphError::Http { status: 502 }), DeliverError::Transient { .. }));
+        assert!(matches!(
+            classify(&api(10, Some(2_018_278))),
+            DeliverError::Held { .. }
+        ));
+        assert!(matches!(
+            classify(&api(613, None)),
+            DeliverError::Transient {
+                retry_after: Some(_),
+                ..
+            }
+        ));
+        assert!(matches!(
+            classify(&api(551, Some(1_545_041))),
+            DeliverError::Permanent { .. }
+        ));
+        assert!(matches!(
+            classify(&api(190, None)),
+            DeliverError::Transient { .. }
+        ));
+        assert!(matches!(
+            classify(&api(100, None)),
+            DeliverError::Permanent { .. }
+        ));
+        assert!(matches!(
+            classify(&GraphError::Http { status: 502 }),
+            DeliverError::Transient { .. }
+        ));
     }
 }

@@ -84,7 +84,11 @@ pub fn parse(body: &[u8]) -> Result<Vec<Event>, BadPayload> {
     if payload.object != "page" {
         return Err(BadPayload::NotPage(payload.object));
     }
-    Ok(payload.entry.into_iter().flat_map(|e| e.messaging).collect())
+    Ok(payload
+        .entry
+        .into_iter()
+        .flat_map(|e| e.messaging)
+        .collect())
 }
 
 /// What an event means for Segue.
@@ -138,11 +142,9 @@ pub fn convert(event: &Event) -> Converted {
             return Converted::Message(Box::new(incoming(sender, mid, Content::Button { data })));
         }
         return match &m.text {
-            Some(text) => Converted::Message(Box::new(incoming(
-                sender,
-                mid,
-                Content::Text(text.clone()),
-            ))),
+            Some(text) => {
+                Converted::Message(Box::new(incoming(sender, mid, Content::Text(text.clone()))))
+            }
             None => Converted::Skip("not a text message (attachment, sticker)"),
         };
     }
@@ -200,12 +202,22 @@ mod tests {
         let Converted::Message(m) = only("quick_reply.json") else {
             panic!("quick reply");
         };
-        assert_eq!(m.content, Content::Button { data: "vote:skip".into() });
+        assert_eq!(
+            m.content,
+            Content::Button {
+                data: "vote:skip".into()
+            }
+        );
 
         let Converted::Message(m) = only("postback.json") else {
             panic!("postback");
         };
-        assert_eq!(m.content, Content::Button { data: "/start".into() });
+        assert_eq!(
+            m.content,
+            Content::Button {
+                data: "/start".into()
+            }
+        );
         assert_eq!(m.external_id.as_deref(), Some("m_postback0001"));
 
         assert!(matches!(only("echo.json"), Converted::Skip(_)));
@@ -218,7 +230,10 @@ mod tests {
 
     #[test]
     fn other_bodies_are_refused() {
-        assert!(matches!(parse(br#"{"object":"instagram","entry":[]}"#), Err(BadPayload::NotPage(_))));
+        assert!(matches!(
+            parse(br#"{"object":"instagram","entry":[]}"#),
+            Err(BadPayload::NotPage(_))
+        ));
         assert!(parse(b"not json").is_err());
         assert!(parse(br#"{"entry":[]}"#).is_err());
     }

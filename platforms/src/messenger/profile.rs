@@ -36,7 +36,9 @@ mod tests {
     #[test]
     fn the_menu_holds_the_commands_without_required_arguments() {
         let body = profile(&segue_bot::handlers::table());
-        let items = body["persistent_menu"][0]["call_to_actions"].as_array().unwrap();
+        let items = body["persistent_menu"][0]["call_to_actions"]
+            .as_array()
+            .unwrap();
         assert!(items.len() <= MENU_ITEMS);
         assert!(items.iter().any(|i| i["payload"] == "/help"));
         assert!(items.iter().any(|i| i["payload"] == "/shares"));
