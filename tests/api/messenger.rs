@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use chrono::Utc;
 use sea_orm::ConnectionTrait;
-use segue_bot::Secret;
+use segue_bot::{ChatAddress, Outgoing, Platform, Reply, Secret};
 use serde_json::{Value, json};
 
 use crate::fake_messenger::{FakeMessenger, WINDOW_MS};
@@ -25,6 +25,7 @@ backend_tests!(
     bad_signatures_and_bodies_are_refused,
     quick_replies_and_postbacks_reach_handlers,
     a_notice_outside_the_window_waits_for_the_next_message,
+    a_person_who_blocked_the_page_is_dead_lettered,
 );
 
 const APP_SECRET: &str = "test_app_secret";
@@ -374,6 +375,76 @@ async fn a_notice_outside_the_window_waits_for_the_next_message(backend: Backend
     assert!(!shares.contains("not delivered yet"), "{shares}");
     assert!(fake.rejected().is_empty(), "{:?}", fake.rejected());
     app.stop().await;
+}
+
+async fn a_person_who_blocked_the_page_is_dead_lettered(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let fake = FakeMessenger::start().await;
+    fake.user_wrote("555");
+    let app = spawn(&db, &fake).await;
+    post_events(&app, vec![text("555", "m_1", "/ping")]).await;
+    fake.wait_for("pong", |f| f.sent_to("555").len() == 1).await;
+    fake.block("555");
+    let to = ChatAddress::new(Platform::Messenger, "555");
+    app.core
+        .outbox
+        .send(vec![Outgoing::new(to, Reply::text("a notice"))])
+        .await
+        .unwrap();
+    let dead = "SELECT COUNT(*) FROM messages WHERE platform = 'messenger' AND status = 'dead'";
+    assert!(
+        eventually(Duration::from_secs(20), || async {
+            app.count(dead).await == 1
+        })
+        .await
+    );
+    let unreachable = "SELECT COUNT(*) FROM identities WHERE platform = 'messenger' AND unreachable_at IS NOT NULL";
+    assert_eq!(app.count(unreachable).await, 1);
+    assert_eq!(fake.sent_to("555").len(), 1);
+    app.stop().await;
+}
+
+/// `segue register-commands` sets the Get Started button and the menu.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn register_commands_sets_the_messenger_profile() {
+    let fake = FakeMessenger::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_segue"));
+    for (key, _) in std::env::vars() {
+        if key.starts_with("SEGUE_") {
+            cmd.env_remove(key);
+        }
+    }
+    let out = cmd
+        .arg("register-commands")
+        .current_dir(dir.path())
+        .env("SEGUE_MESSENGER__PAGE_ACCESS_TOKEN", &fake.token)
+        .env("SEGUE_MESSENGER__APP_SECRET", APP_SECRET)
+        .env("SEGUE_MESSENGER__VERIFY_TOKEN", VERIFY)
+        .env("SEGUE_MESSENGER__GRAPH_URL", &fake.url)
+        .output()
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.starts_with("messenger: Get Started button and "),
+        "{stdout}"
+    );
+    let profiles = fake.profiles();
+    assert_eq!(profiles.len(), 1);
+    let items = profiles[0]["persistent_menu"][0]["call_to_actions"]
+        .as_array()
+        .unwrap();
+    assert!(items.iter().all(|i| i["type"] == "postback"));
+    assert!(
+        stdout.contains(&format!("{} menu items", items.len())),
+        "{stdout}"
+    );
 }
 
 /// The fake refuses what Meta refuses (so the tests above prove something).

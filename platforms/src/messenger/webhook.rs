@@ -89,7 +89,7 @@ pub(super) fn signature_ok(secret: &Secret, header: &str, body: &[u8]) -> bool {
 }
 
 fn decode_hex(s: &str) -> Option<Vec<u8>> {
-    if s.len() % 2 != 0 {
+    if !s.len().is_multiple_of(2) {
         return None;
     }
     (0..s.len())
