@@ -1,9 +1,12 @@
 //! `loadgen`: measures a chat bot under load from outside the process, the way users
 //! reach it. `loadgen console` drives Segue's web console API: it opens sessions, then
 //! sends `/ping` from many of them at once (as fast as possible, or at a fixed rate) and
-//! reports commands per second and latency percentiles. `loadgen telegram` measures any
-//! Telegram bot in webhook mode against a fake Bot API it serves.
+//! reports commands per second and latency percentiles. `loadgen telegram` and
+//! `loadgen messenger` measure any Telegram or Messenger bot's webhook against a fake
+//! platform API they serve.
 
+mod messenger;
+mod replies;
 mod telegram;
 
 use std::io::Write;
@@ -28,6 +31,8 @@ enum Cmd {
     Console(ConsoleArgs),
     /// Drive any Telegram bot's webhook, serving it a fake Bot API.
     Telegram(telegram::TelegramArgs),
+    /// Drive any Messenger bot's webhook with signed events, serving it a fake Graph API.
+    Messenger(messenger::MessengerArgs),
 }
 
 #[derive(clap::Args)]
@@ -60,6 +65,7 @@ async fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Cmd::Console(args) => console(args).await,
         Cmd::Telegram(args) => telegram::run(args).await,
+        Cmd::Messenger(args) => messenger::run(args).await,
     }
 }
 
