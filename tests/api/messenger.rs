@@ -38,10 +38,17 @@ fn configure(c: &mut segue::Config, fake: &FakeMessenger) {
     c.messenger.graph_url = fake.url.parse().unwrap();
 }
 
-async fn spawn(db: &TestDb, fake: &FakeMessenger) -> TestApp {
-    let mut c = test_config(db);
-    configure(&mut c, fake);
-    spawn_app_with(c, Vec::new()).await
+/// A fresh database, the fake Graph API (these PSIDs wrote just now) and the app.
+async fn setup(backend: Backend, wrote: &[&str]) -> (TestDb, FakeMessenger, TestApp) {
+    let db = TestDb::new(backend).await;
+    let fake = FakeMessenger::start().await;
+    for psid in wrote {
+        fake.user_wrote(psid);
+    }
+    let mut c = test_config(&db);
+    configure(&mut c, &fake);
+    let app = spawn_app_with(c, Vec::new()).await;
+    (db, fake, app)
 }
 
 fn sign(body: &[u8]) -> String {
@@ -116,9 +123,7 @@ fn fixture(name: &str) -> (Vec<u8>, String) {
 }
 
 async fn verification_answers_only_the_right_token(backend: Backend) {
-    let db = TestDb::new(backend).await;
-    let fake = FakeMessenger::start().await;
-    let app = spawn(&db, &fake).await;
+    let (_db, _fake, app) = setup(backend, &[]).await;
     let get = |query: &str| {
         let url = format!("{}/webhooks/messenger?{query}", app.address);
         let client = app.client.clone();
@@ -146,12 +151,7 @@ async fn verification_answers_only_the_right_token(backend: Backend) {
 }
 
 async fn signed_fixtures_end_to_end(backend: Backend) {
-    let db = TestDb::new(backend).await;
-    let fake = FakeMessenger::start().await;
-    for psid in ["1254459154682919", "PSID", "111", "222"] {
-        fake.user_wrote(psid);
-    }
-    let app = spawn(&db, &fake).await;
+    let (_db, fake, app) = setup(backend, &["1254459154682919", "PSID", "111", "222"]).await;
     fake.wait_for("the profile", |f| !f.profiles().is_empty())
         .await;
     let profile = &fake.profiles()[0];
@@ -232,9 +232,7 @@ async fn signed_fixtures_end_to_end(backend: Backend) {
 }
 
 async fn bad_signatures_and_bodies_are_refused(backend: Backend) {
-    let db = TestDb::new(backend).await;
-    let fake = FakeMessenger::start().await;
-    let app = spawn(&db, &fake).await;
+    let (_db, _fake, app) = setup(backend, &[]).await;
     let (body, signature) = fixture("text.json");
     assert_eq!(post(&app, &body, None).await, 401);
     assert_eq!(post(&app, &body, Some("sha256=00")).await, 401);
@@ -257,10 +255,7 @@ async fn bad_signatures_and_bodies_are_refused(backend: Backend) {
 }
 
 async fn quick_replies_and_postbacks_reach_handlers(backend: Backend) {
-    let db = TestDb::new(backend).await;
-    let fake = FakeMessenger::start().await;
-    fake.user_wrote("777");
-    let app = spawn(&db, &fake).await;
+    let (_db, fake, app) = setup(backend, &["777"]).await;
     post_events(
         &app,
         vec![
@@ -378,10 +373,7 @@ async fn a_notice_outside_the_window_waits_for_the_next_message(backend: Backend
 }
 
 async fn a_person_who_blocked_the_page_is_dead_lettered(backend: Backend) {
-    let db = TestDb::new(backend).await;
-    let fake = FakeMessenger::start().await;
-    fake.user_wrote("555");
-    let app = spawn(&db, &fake).await;
+    let (_db, fake, app) = setup(backend, &["555"]).await;
     post_events(&app, vec![text("555", "m_1", "/ping")]).await;
     fake.wait_for("pong", |f| f.sent_to("555").len() == 1).await;
     fake.block("555");

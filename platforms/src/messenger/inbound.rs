@@ -23,10 +23,12 @@ pub struct Entry {
     pub messaging: Vec<Event>,
 }
 
-/// One messaging event.
+/// One messaging event. Every part is optional, so that an event kind Segue doesn't know
+/// is skipped rather than failing the whole post (which Meta would retry forever).
 #[derive(Clone, Debug, Deserialize)]
 pub struct Event {
-    pub sender: Party,
+    #[serde(default)]
+    pub sender: Option<Party>,
     #[serde(default)]
     pub timestamp: Option<i64>,
     #[serde(default)]
@@ -54,11 +56,14 @@ pub struct Message {
     pub is_echo: bool,
     #[serde(default)]
     pub quick_reply: Option<QuickReply>,
+    #[serde(default)]
+    pub attachments: Option<serde_json::Value>,
 }
 
 #[derive(Clone, Debug, Deserialize)]
 pub struct QuickReply {
-    pub payload: String,
+    #[serde(default)]
+    pub payload: Option<String>,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -126,10 +131,20 @@ fn incoming(sender: &str, external_id: String, content: Content) -> Incoming {
     }
 }
 
+impl Event {
+    /// The sender's PSID (empty when the event has none).
+    pub fn sender_id(&self) -> &str {
+        self.sender.as_ref().map_or("", |p| p.id.as_str())
+    }
+}
+
 /// Converts one event. Dedupe is by `mid`; a postback without one (older API versions)
 /// gets an id from its sender, time and payload.
 pub fn convert(event: &Event) -> Converted {
-    let sender = event.sender.id.as_str();
+    let sender = event.sender_id();
+    if sender.is_empty() {
+        return Converted::Skip("event without a sender");
+    }
     if let Some(m) = &event.message {
         if m.is_echo {
             return Converted::Skip("echo of the page's own message");
@@ -137,16 +152,18 @@ pub fn convert(event: &Event) -> Converted {
         let Some(mid) = m.mid.clone() else {
             return Converted::Skip("message without a mid");
         };
-        if let Some(q) = &m.quick_reply {
-            let data = command_of(&q.payload);
+        if let Some(payload) = m.quick_reply.as_ref().and_then(|q| q.payload.as_ref()) {
+            let data = command_of(payload);
             return Converted::Message(Box::new(incoming(sender, mid, Content::Button { data })));
         }
-        return match &m.text {
-            Some(text) => {
-                Converted::Message(Box::new(incoming(sender, mid, Content::Text(text.clone()))))
-            }
-            None => Converted::Skip("not a text message (attachment, sticker)"),
+        // A photo or a sticker isn't a command: the router answers it with the usual
+        // pointer to /help, so the person isn't left wondering.
+        let text = match (&m.text, &m.attachments) {
+            (Some(text), _) => text.clone(),
+            (None, Some(_)) => "[attachment]".to_owned(),
+            (None, None) => return Converted::Skip("message without text or attachments"),
         };
+        return Converted::Message(Box::new(incoming(sender, mid, Content::Text(text))));
     }
     if let Some(p) = &event.postback {
         let Some(payload) = &p.payload else {
@@ -224,8 +241,34 @@ mod tests {
         assert!(matches!(only("docs_sample.json"), Converted::Message(_)));
 
         let batched = fixture("batched.json");
-        let senders: Vec<&str> = batched.iter().map(|e| e.sender.id.as_str()).collect();
+        let senders: Vec<&str> = batched.iter().map(Event::sender_id).collect();
         assert_eq!(senders, ["111", "222", "111"]);
+    }
+
+    #[test]
+    fn unknown_event_kinds_are_skipped_not_refused() {
+        let events = parse(
+            br#"{"object":"page","entry":[{"id":"P","time":1,"messaging":[
+                {"recipient":{"id":"P"},"timestamp":1,"optin":{"ref":"x"}},
+                {"sender":{"id":"9"},"recipient":{"id":"P"},"timestamp":1,"delivery":{"mids":["m"]}},
+                {"sender":{"id":"9"},"recipient":{"id":"P"},"timestamp":1,
+                 "message":{"mid":"m_s","attachments":[{"type":"image","payload":{"url":"https://x"}}]}}
+            ]},{"id":"P","time":1,"standby":[{"sender":{"id":"9"}}]}]}"#,
+        )
+        .expect("parses");
+        assert_eq!(events.len(), 3);
+        assert!(matches!(
+            convert(&events[0]),
+            Converted::Skip("event without a sender")
+        ));
+        assert!(matches!(
+            convert(&events[1]),
+            Converted::Skip("delivery receipt")
+        ));
+        let Converted::Message(m) = convert(&events[2]) else {
+            panic!("an attachment is answered");
+        };
+        assert_eq!(m.content, Content::Text("[attachment]".into()));
     }
 
     #[test]

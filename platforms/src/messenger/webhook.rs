@@ -160,7 +160,7 @@ impl Queues {
         let mut senders = self.senders.lock().unwrap_or_else(|e| e.into_inner());
         for event in events {
             self.waiting.fetch_add(1, Ordering::SeqCst);
-            let psid = event.sender.id.clone();
+            let psid = event.sender_id().to_owned();
             let event = match senders.get(&psid) {
                 Some(tx) => match tx.send(event) {
                     Ok(()) => continue,
@@ -222,7 +222,7 @@ async fn handle(router: &Router, event: &Event) {
     let incoming = match convert(event) {
         Converted::Message(m) => m,
         Converted::Skip(why) => {
-            tracing::debug!(sender = %event.sender.id, why, "Messenger event skipped");
+            tracing::debug!(sender = event.sender_id(), why, "Messenger event skipped");
             return;
         }
     };
@@ -238,7 +238,7 @@ async fn handle(router: &Router, event: &Event) {
             Err(e) => {
                 tracing::error!(
                     error = %e,
-                    sender = %event.sender.id,
+                    sender = event.sender_id(),
                     mid = incoming.external_id.as_deref().unwrap_or(""),
                     attempts = ATTEMPTS,
                     "a Messenger event was LOST: storage kept failing after it was accepted"

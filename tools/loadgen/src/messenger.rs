@@ -6,7 +6,7 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use anyhow::{Context, bail};
 use axum::extract::{Path, State};
@@ -34,21 +34,8 @@ pub struct MessengerArgs {
     /// Events per webhook POST (Meta batches them).
     #[arg(long, default_value_t = 1)]
     batch: u64,
-    /// POSTs in flight at once.
-    #[arg(long, default_value_t = 64)]
-    concurrency: usize,
-    /// Distinct senders (PSIDs).
-    #[arg(long, default_value_t = 1000)]
-    users: u64,
-    /// The message text.
-    #[arg(long, default_value = "/ping")]
-    text: String,
-    /// Start without waiting for the bot's Messenger Profile call.
-    #[arg(long)]
-    no_wait: bool,
-    /// Print one JSON line instead of text.
-    #[arg(long)]
-    json: bool,
+    #[command(flatten)]
+    common: replies::Common,
 }
 
 #[derive(Clone)]
@@ -85,7 +72,7 @@ fn signature(secret: &[u8], body: &[u8]) -> String {
 }
 
 pub async fn run(args: MessengerArgs) -> anyhow::Result<()> {
-    if args.concurrency == 0 || args.users == 0 || args.batch == 0 {
+    if args.common.concurrency == 0 || args.common.users == 0 || args.batch == 0 {
         bail!("--concurrency, --users and --batch must be at least 1");
     }
     let tracker = replies::Tracker::shared()?;
@@ -101,20 +88,14 @@ pub async fn run(args: MessengerArgs) -> anyhow::Result<()> {
         });
     tokio::spawn(async move { axum::serve(listener, app).await });
     eprintln!("fake Graph API on http://127.0.0.1:{}/v21.0", args.api_port);
-    if !args.no_wait {
-        eprintln!("waiting for the bot's Messenger Profile call…");
-        let deadline = Instant::now() + Duration::from_secs(120);
-        while !profile_set.load(Ordering::SeqCst) {
-            if Instant::now() > deadline {
-                bail!(
-                    "the bot did not set its Messenger profile within 2 minutes (use --no-wait to skip)"
-                );
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+    if !args.common.no_wait {
+        replies::wait_until("set its Messenger profile", || {
+            profile_set.load(Ordering::SeqCst)
+        })
+        .await?;
     }
     let client = reqwest::Client::builder()
-        .pool_max_idle_per_host(args.concurrency)
+        .pool_max_idle_per_host(args.common.concurrency)
         .build()?;
     let next = Arc::new(AtomicU64::new(0));
     // Fresh mids each run (bots dedupe by mid).
@@ -124,11 +105,11 @@ pub async fn run(args: MessengerArgs) -> anyhow::Result<()> {
         .unwrap_or_default();
     let secret = Arc::new(args.app_secret.clone().into_bytes());
     let started = Instant::now();
-    let workers = (0..args.concurrency).map(|_| {
+    let workers = (0..args.common.concurrency).map(|_| {
         let (client, next, tracker, secret) =
             (client.clone(), next.clone(), tracker.clone(), secret.clone());
-        let (url, text) = (args.webhook_url.clone(), args.text.clone());
-        let (total, users, batch) = (args.events, args.users, args.batch);
+        let (url, text) = (args.webhook_url.clone(), args.common.text.clone());
+        let (total, users, batch) = (args.events, args.common.users, args.batch);
         async move {
             let mut errors = 0u64;
             loop {
@@ -185,9 +166,9 @@ pub async fn run(args: MessengerArgs) -> anyhow::Result<()> {
             posted: args.events,
             errors,
             started,
-            concurrency: args.concurrency,
-            users: args.users,
-            json: args.json,
+            concurrency: args.common.concurrency,
+            users: args.common.users,
+            json: args.common.json,
         },
     )
     .await

@@ -11,6 +11,40 @@ use anyhow::bail;
 use hdrhistogram::Histogram;
 use serde_json::json;
 
+/// The options every webhook mode takes.
+#[derive(clap::Args)]
+pub struct Common {
+    /// Posts in flight at once.
+    #[arg(long, default_value_t = 64)]
+    pub concurrency: usize,
+    /// Distinct users (each in their own private chat).
+    #[arg(long, default_value_t = 1000)]
+    pub users: u64,
+    /// The message text.
+    #[arg(long, default_value = "/ping")]
+    pub text: String,
+    /// Start without waiting for the bot's start-up call to the fake API (setWebhook,
+    /// the Messenger profile).
+    #[arg(long)]
+    pub no_wait: bool,
+    /// Print one JSON line instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Waits (up to 2 minutes) until the bot has made its start-up call to the fake API.
+pub async fn wait_until(call: &str, done: impl Fn() -> bool) -> anyhow::Result<()> {
+    eprintln!("waiting for the bot to {call}…");
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while !done() {
+        if Instant::now() > deadline {
+            bail!("the bot did not {call} within 2 minutes (use --no-wait to skip)");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    Ok(())
+}
+
 /// Posts waiting for their reply, and the replies' latencies.
 pub struct Tracker {
     waiting: HashMap<String, VecDeque<Instant>>,

@@ -5,7 +5,7 @@
 //! the k-th reply to a chat answers its k-th update.
 
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use anyhow::{Context, bail};
 use axum::extract::{Path, State};
@@ -28,21 +28,8 @@ pub struct TelegramArgs {
     /// Updates to send.
     #[arg(long, default_value_t = 20_000)]
     updates: u64,
-    /// Updates in flight at once.
-    #[arg(long, default_value_t = 64)]
-    concurrency: usize,
-    /// Distinct users (each in their own private chat).
-    #[arg(long, default_value_t = 1000)]
-    users: u64,
-    /// The message text.
-    #[arg(long, default_value = "/ping")]
-    text: String,
-    /// Start without waiting for the bot's setWebhook call.
-    #[arg(long)]
-    no_wait: bool,
-    /// Print one JSON line instead of text.
-    #[arg(long)]
-    json: bool,
+    #[command(flatten)]
+    common: replies::Common,
 }
 
 #[derive(Default)]
@@ -93,7 +80,7 @@ async fn api(
 }
 
 pub async fn run(args: TelegramArgs) -> anyhow::Result<()> {
-    if args.concurrency == 0 || args.users == 0 {
+    if args.common.concurrency == 0 || args.common.users == 0 {
         bail!("--concurrency and --users must be at least 1");
     }
     let fake: Shared = Arc::default();
@@ -109,18 +96,11 @@ pub async fn run(args: TelegramArgs) -> anyhow::Result<()> {
         });
     tokio::spawn(async move { axum::serve(listener, app).await });
     eprintln!("fake Bot API on http://127.0.0.1:{}", args.api_port);
-    if !args.no_wait {
-        eprintln!("waiting for the bot to call setWebhook…");
-        let deadline = Instant::now() + Duration::from_secs(120);
-        while !fake.lock().unwrap().webhook_set {
-            if Instant::now() > deadline {
-                bail!("the bot did not call setWebhook within 2 minutes (use --no-wait to skip)");
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+    if !args.common.no_wait {
+        replies::wait_until("call setWebhook", || fake.lock().unwrap().webhook_set).await?;
     }
     let client = reqwest::Client::builder()
-        .pool_max_idle_per_host(args.concurrency)
+        .pool_max_idle_per_host(args.common.concurrency)
         .build()?;
     let next = Arc::new(std::sync::atomic::AtomicU64::new(0));
     // Fresh update ids each run (bots dedupe by update id); Telegram's ids fit in 31 bits.
@@ -129,14 +109,14 @@ pub async fn run(args: TelegramArgs) -> anyhow::Result<()> {
         .map(|d| d.as_secs() % 2_000_000 * 1000)
         .unwrap_or(1_000_000);
     let started = Instant::now();
-    let workers = (0..args.concurrency).map(|_| {
+    let workers = (0..args.common.concurrency).map(|_| {
         let (client, next, tracker) = (client.clone(), next.clone(), tracker.clone());
         let (url, secret, text) = (
             args.webhook_url.clone(),
             args.secret.clone(),
-            args.text.clone(),
+            args.common.text.clone(),
         );
-        let (total, users) = (args.updates, args.users);
+        let (total, users) = (args.updates, args.common.users);
         async move {
             let mut errors = 0u64;
             loop {
@@ -173,9 +153,9 @@ pub async fn run(args: TelegramArgs) -> anyhow::Result<()> {
             posted: args.updates,
             errors,
             started,
-            concurrency: args.concurrency,
-            users: args.users,
-            json: args.json,
+            concurrency: args.common.concurrency,
+            users: args.common.users,
+            json: args.common.json,
         },
     )
     .await
