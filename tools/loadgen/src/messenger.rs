@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Instant;
 
-use anyhow::{Context, bail};
+use anyhow::bail;
 use axum::extract::{Path, State};
 use axum::response::IntoResponse;
 use hmac::{Hmac, Mac};
@@ -77,16 +77,13 @@ pub async fn run(args: MessengerArgs) -> anyhow::Result<()> {
     }
     let tracker = replies::Tracker::shared()?;
     let profile_set = Arc::new(AtomicBool::new(false));
-    let listener = tokio::net::TcpListener::bind(("127.0.0.1", args.api_port))
-        .await
-        .with_context(|| format!("binding the fake Graph API on 127.0.0.1:{}", args.api_port))?;
     let app = axum::Router::new()
         .route("/{version}/me/{api}", axum::routing::post(api))
         .with_state(ApiState {
             profile_set: profile_set.clone(),
             tracker: tracker.clone(),
         });
-    tokio::spawn(async move { axum::serve(listener, app).await });
+    replies::serve(args.api_port, "fake Graph API", app).await?;
     eprintln!("fake Graph API on http://127.0.0.1:{}/v21.0", args.api_port);
     if !args.common.no_wait {
         replies::wait_until("set its Messenger profile", || {

@@ -32,6 +32,15 @@ pub struct Common {
     pub json: bool,
 }
 
+/// Serves a fake platform API on loopback.
+pub async fn serve(port: u16, what: &str, app: axum::Router) -> anyhow::Result<()> {
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+        .await
+        .map_err(|e| anyhow::anyhow!("binding the {what} on 127.0.0.1:{port}: {e}"))?;
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    Ok(())
+}
+
 /// Waits (up to 2 minutes) until the bot has made its start-up call to the fake API.
 pub async fn wait_until(call: &str, done: impl Fn() -> bool) -> anyhow::Result<()> {
     eprintln!("waiting for the bot to {call}…");

@@ -7,7 +7,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use anyhow::{Context, bail};
+use anyhow::bail;
 use axum::extract::{Path, State};
 use axum::response::IntoResponse;
 use serde_json::{Value, json};
@@ -85,16 +85,13 @@ pub async fn run(args: TelegramArgs) -> anyhow::Result<()> {
     }
     let fake: Shared = Arc::default();
     let tracker = replies::Tracker::shared()?;
-    let listener = tokio::net::TcpListener::bind(("127.0.0.1", args.api_port))
-        .await
-        .with_context(|| format!("binding the fake Bot API on 127.0.0.1:{}", args.api_port))?;
     let app = axum::Router::new()
         .route("/{bot}/{method}", axum::routing::post(api))
         .with_state(ApiState {
             fake: fake.clone(),
             tracker: tracker.clone(),
         });
-    tokio::spawn(async move { axum::serve(listener, app).await });
+    replies::serve(args.api_port, "fake Bot API", app).await?;
     eprintln!("fake Bot API on http://127.0.0.1:{}", args.api_port);
     if !args.common.no_wait {
         replies::wait_until("call setWebhook", || fake.lock().unwrap().webhook_set).await?;
