@@ -116,9 +116,12 @@ pub(super) fn classify(e: &GraphError) -> DeliverError {
     match e {
         GraphError::Network(_) => transient(None),
         GraphError::Http { status } if *status >= 500 || *status == 429 => transient(None),
-        GraphError::Http { .. } => DeliverError::Permanent {
-            reason: reason.clone(),
-        },
+        // Not Graph speaking (a wrong messenger.graph_url, a proxy): not the recipient's
+        // fault, so keep the message and retry slowly.
+        GraphError::Http { .. } => {
+            tracing::error!(error = %e, "the Graph API answered without Graph's error body: check messenger.graph_url");
+            transient(Some(Duration::from_secs(300)))
+        }
         GraphError::Api { status, error } => match (error.code, error.error_subcode) {
             // Outside the 24-hour window after all (the window we recorded was off).
             (10, Some(2_018_278 | 2_018_065)) => DeliverError::Held {
@@ -260,6 +263,13 @@ mod tests {
         assert!(matches!(
             classify(&GraphError::Http { status: 502 }),
             DeliverError::Transient { .. }
+        ));
+        assert!(matches!(
+            classify(&GraphError::Http { status: 404 }),
+            DeliverError::Transient {
+                retry_after: Some(_),
+                ..
+            }
         ));
     }
 }
