@@ -228,9 +228,12 @@ impl Router {
                 .is_some()
         {
             // They wrote: the platform's messaging window is open again, and what was
-            // held for it goes out now, ahead of this message's replies.
-            store.open_window(person.identity_id, received_at).await?;
-            if store.release_held(&incoming.chat).await? > 0 {
+            // held for it goes out now, ahead of this message's replies. Both are written
+            // at most once a minute per person (held rows only arise while the window
+            // is closed, i.e. before that first message).
+            if store.open_window(&person, received_at).await?
+                && store.release_held(&incoming.chat).await? > 0
+            {
                 self.core.outbox.wake();
             }
         }

@@ -322,6 +322,12 @@ async fn a_notice_outside_the_window_waits_for_the_next_message(backend: Backend
         ))
         .await
         .unwrap();
+    // …which the app would have seen as a day of silence (the window is written at most
+    // once a minute, and remembered).
+    let bob_user = app
+        .count("SELECT user_id FROM identities WHERE platform = 'messenger'")
+        .await;
+    app.core.store.forget_cached_user(bob_user);
 
     let reply = app
         .reply(&alice, &format!("/share bob_m spotify:track:{TRACK}"))

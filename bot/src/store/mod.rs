@@ -75,6 +75,8 @@ pub struct Store {
     people: Mutex<HashMap<(Platform, String), people::Cached>>,
     sessions: Mutex<HashMap<String, WebSession>>,
     chats: Mutex<HashSet<(Platform, String)>>,
+    /// Identity id → (user id, when its messaging window was last written).
+    windows: Mutex<HashMap<i64, (i64, std::time::Instant)>>,
 }
 
 /// Entries kept in each in-memory cache before it is cleared.
@@ -91,6 +93,7 @@ impl Store {
             people: Mutex::default(),
             sessions: Mutex::default(),
             chats: Mutex::default(),
+            windows: Mutex::default(),
         }
     }
 
