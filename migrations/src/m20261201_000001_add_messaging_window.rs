@@ -1,7 +1,8 @@
 //! Messaging windows (Messenger's 24-hour rule): `identities.window_opened_at` is when the
-//! person last wrote to us on a platform that limits unprompted messages; `shares.notice_id` is the outbox row that told the friend about
-//! the share, so `/shares` can say when it is still held for the window. The index serves
-//! look-ups of the person behind a private chat (window checks, unreachable marks).
+//! person last wrote to us on a platform that limits unprompted messages;
+//! `shares.notice_id` is the outbox row that told the friend about the share, so
+//! `/shares` can say when it is still held for the window. The index serves look-ups of
+//! the person behind a private chat (window checks, unreachable marks).
 
 use sea_orm_migration::prelude::*;
 
