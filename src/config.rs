@@ -24,6 +24,7 @@ pub struct Config {
     pub web: WebConfig,
     pub telegram: TelegramConfig,
     pub discord: DiscordConfig,
+    pub messenger: MessengerConfig,
     pub spotify: SpotifyConfig,
     pub sharing: SharingConfig,
     pub log: LogConfig,
@@ -228,6 +229,37 @@ impl Default for DiscordConfig {
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
+pub struct MessengerConfig {
+    /// The page access token; Messenger is enabled when it is set.
+    pub page_access_token: Secret,
+    /// The Meta app's secret, which signs webhook posts (`X-Hub-Signature-256`).
+    pub app_secret: Secret,
+    /// What Meta must send as `hub.verify_token` when the webhook is set up.
+    pub verify_token: Secret,
+    /// The Graph API base, with its version.
+    pub graph_url: Url,
+    /// Outbound messages per second overall (0: no limit, for benchmarks).
+    pub max_per_second: f64,
+    /// Notifications held outside the 24-hour window are kept this long, then expire.
+    #[serde(with = "humantime_serde")]
+    pub retention: Duration,
+}
+
+impl Default for MessengerConfig {
+    fn default() -> Self {
+        Self {
+            page_access_token: Secret::default(),
+            app_secret: Secret::default(),
+            verify_token: Secret::default(),
+            graph_url: Url::parse("https://graph.facebook.com/v21.0").expect("valid default URL"),
+            max_per_second: 250.0,
+            retention: Duration::from_secs(7 * 24 * 3600),
+        }
+    }
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct SpotifyConfig {
     /// The app's client id from Spotify's developer dashboard; Spotify features are on
     /// when it is set.
@@ -327,6 +359,9 @@ const VERBATIM_KEYS: &[&str] = &[
     "discord.application_id",
     "discord.public_key",
     "discord.guild_id",
+    "messenger.page_access_token",
+    "messenger.app_secret",
+    "messenger.verify_token",
     "spotify.client_id",
     "spotify.client_secret",
     "log.level",
@@ -440,6 +475,25 @@ impl Config {
             problems.push("telegram rate limits can't be negative (0 lifts a limit)".to_owned());
         }
         problems.extend(self.discord.problems());
+        if !self.messenger.page_access_token.is_empty() {
+            for (key, value) in [
+                ("messenger.app_secret", &self.messenger.app_secret),
+                ("messenger.verify_token", &self.messenger.verify_token),
+            ] {
+                if value.is_empty() {
+                    problems.push(format!(
+                        "{key} must be set when messenger.page_access_token is (from the Meta app's settings)"
+                    ));
+                }
+            }
+        }
+        if !matches!(self.messenger.graph_url.scheme(), "http" | "https") {
+            problems.push("messenger.graph_url must be an http:// or https:// URL".to_owned());
+        }
+        if !(self.messenger.max_per_second >= 0.0 && self.messenger.max_per_second.is_finite()) {
+            problems
+                .push("messenger.max_per_second can't be negative (0 lifts the limit)".to_owned());
+        }
         if self.spotify.client_id.is_empty() != self.spotify.client_secret.is_empty() {
             problems.push(
                 "spotify.client_id and spotify.client_secret go together: set both (from Spotify's developer dashboard) or neither"

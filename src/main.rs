@@ -182,9 +182,20 @@ async fn register_commands(config: &Config) -> anyhow::Result<()> {
         writeln!(out, "discord: {n} slash commands registered {scope}")?;
         any = true;
     }
+    if let Some(messenger) = segue::startup::messenger(config) {
+        let items = messenger
+            .register_commands(&table)
+            .await
+            .map_err(|e| anyhow::anyhow!("Messenger Profile API call failed: {e}"))?;
+        writeln!(
+            out,
+            "messenger: Get Started button and {items} menu items set (messenger_profile)"
+        )?;
+        any = true;
+    }
     if !any {
         anyhow::bail!(
-            "no platform with a command menu is configured (set telegram.token or discord.token)"
+            "no platform with a command menu is configured (set telegram.token, discord.token or messenger.page_access_token)"
         );
     }
     Ok(())

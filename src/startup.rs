@@ -18,6 +18,7 @@ use segue_jobs::WorkerSettings;
 use segue_jobs::play_check::PlayChecks;
 use segue_migrations::{Migrator, MigratorTrait};
 use segue_platforms::discord::{self, Discord, DiscordSettings};
+use segue_platforms::messenger::{Messenger, MessengerSettings};
 use segue_platforms::telegram::{Limits, Mode, Telegram, TelegramSettings};
 use segue_platforms::web::WebConsole;
 use segue_platforms::{Adapter, AdapterContext};
@@ -38,7 +39,23 @@ fn adapters(config: &Config, secret_key: &[u8; 32]) -> anyhow::Result<Vec<Box<dy
     if let Some(discord) = discord(config)? {
         adapters.push(Box::new(discord));
     }
+    adapters.extend(messenger(config).map(|m| Box::new(m) as Box<dyn Adapter>));
     Ok(adapters)
+}
+
+/// The Messenger adapter, when `messenger.page_access_token` is set.
+pub fn messenger(config: &Config) -> Option<Messenger> {
+    let m = &config.messenger;
+    if m.page_access_token.is_empty() {
+        return None;
+    }
+    Some(Messenger::new(MessengerSettings {
+        page_access_token: m.page_access_token.clone(),
+        app_secret: m.app_secret.clone(),
+        verify_token: m.verify_token.clone(),
+        graph_url: m.graph_url.as_str().trim_end_matches('/').to_owned(),
+        max_per_second: m.max_per_second,
+    }))
 }
 
 /// The Telegram adapter, when `telegram.token` is set.
@@ -313,6 +330,9 @@ impl Application {
         let mut retention = Vec::new();
         if self.config.web.console {
             retention.push((Platform::Web, self.config.web.retention));
+        }
+        if !self.config.messenger.page_access_token.is_empty() {
+            retention.push((Platform::Messenger, self.config.messenger.retention));
         }
         tasks.extend(segue_jobs::register_all(
             self.core.outbox.clone(),

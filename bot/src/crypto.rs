@@ -128,6 +128,20 @@ impl Keys {
     }
 }
 
+/// HMAC-SHA256 of `message` under `key` (platform webhook signatures).
+pub fn hmac_sha256(key: &[u8], message: &[u8]) -> [u8; 32] {
+    let mut mac = hmac(key);
+    mac.update(message);
+    mac.finalize().into_bytes().into()
+}
+
+/// Whether `tag` is the HMAC-SHA256 of `message` under `key`, compared in constant time.
+pub fn hmac_sha256_matches(key: &[u8], message: &[u8], tag: &[u8]) -> bool {
+    let mut mac = hmac(key);
+    mac.update(message);
+    mac.verify_slice(tag).is_ok()
+}
+
 /// SHA-256 as lowercase hex: how one-time codes are stored (never the code itself).
 pub fn digest_hex(text: &str) -> String {
     Sha256::digest(text.as_bytes())

@@ -29,6 +29,8 @@ pub struct OutboundMessage {
     pub text: String,
     pub buttons: Vec<Button>,
     pub user_id: Option<i64>,
+    /// For a reply: the inbound message it answers (`None` for notifications).
+    pub in_reply_to: Option<i64>,
     /// Earlier attempts (0 on the first).
     pub attempts: i32,
 }
@@ -49,6 +51,7 @@ impl OutboundMessage {
             text: row.text.clone(),
             buttons,
             user_id: row.user_id,
+            in_reply_to: row.in_reply_to,
             attempts: row.attempts,
         })
     }
@@ -100,6 +103,14 @@ pub trait Deliver: Send + Sync + 'static {
     /// Whether a chat id names a group (for the group limit); no groups by default.
     fn is_group(&self, _chat_id: &str) -> bool {
         false
+    }
+
+    /// How long after a person's last message this platform lets us message them
+    /// unprompted (Messenger: 24 hours); `None` (the default) when there is no such rule.
+    /// Outside it the outbox holds notifications, replies still go, and the person's
+    /// next message releases what was held.
+    fn reply_window(&self) -> Option<Duration> {
+        None
     }
 }
 
@@ -226,6 +237,13 @@ impl Outbox {
         self.deliverers.keys().copied().collect()
     }
 
+    /// The platform's messaging window ([`Deliver::reply_window`]), if it has one.
+    pub fn reply_window(&self, platform: Platform) -> Option<Duration> {
+        self.deliverers
+            .get(&platform)
+            .and_then(|(d, _)| d.reply_window())
+    }
+
     /// Rows for one outgoing message, split at its platform's text limit (the buttons go
     /// with the last piece).
     pub fn rows_for(
@@ -323,9 +341,11 @@ impl Outbox {
                 }
             }
         }
+        let windows = self.open_windows(&by_chat).await?;
         // What each chat may send now, in order, within the platform's limits.
         let mut chats = Vec::new();
         let mut ids = Vec::new();
+        let mut held = Vec::new();
         for rows in by_chat.into_values() {
             let mut take = Vec::new();
             for (row, msg) in rows {
@@ -333,6 +353,15 @@ impl Outbox {
                     self.park_disabled(&row, &msg).await?;
                     break;
                 };
+                if let Some(window) = deliverer.reply_window()
+                    && msg.in_reply_to.is_none()
+                    && !windows.contains(&(msg.to.platform, msg.to.chat_id.clone()))
+                {
+                    // Not a reply, and the person hasn't written lately: the platform
+                    // forbids it. Held until they write again; the chat's replies go on.
+                    held.push((row.id, msg.to.platform, window));
+                    continue;
+                }
                 let group = deliverer.is_group(&msg.to.chat_id);
                 if let Some(wait) = Self::over_limit(limits, &msg.to.chat_id, group) {
                     round.wait = Some(round.wait.map_or(wait, |w| w.min(wait)));
@@ -343,6 +372,16 @@ impl Outbox {
             }
             if !take.is_empty() {
                 chats.push(take);
+            }
+        }
+        for (id, platform, window) in held {
+            let reason = format!(
+                "outside {platform}'s {}-hour messaging window: sent when they next write",
+                window.as_secs().div_ceil(3600)
+            );
+            if self.store.hold(id, &reason).await? {
+                round.attempted += 1;
+                self.metrics.message(platform.as_str(), false, status::HELD);
             }
         }
         let lease = self.settings.lease.as_millis() as i64;
@@ -403,6 +442,39 @@ impl Outbox {
                 .message(platform.as_str(), false, status::DELIVERED);
         }
         Ok(round)
+    }
+
+    /// The private chats among `due` whose person may be messaged unprompted now (on
+    /// platforms with a [`Deliver::reply_window`]).
+    async fn open_windows(
+        &self,
+        due: &BTreeMap<(String, String), Vec<(message::Model, OutboundMessage)>>,
+    ) -> Result<HashSet<(Platform, String)>, StoreError> {
+        let mut open = HashSet::new();
+        let now = now_millis();
+        for (platform, (deliverer, _)) in &self.deliverers {
+            let Some(window) = deliverer.reply_window() else {
+                continue;
+            };
+            let chats: Vec<&str> = due
+                .iter()
+                .filter(|(_, rows)| {
+                    rows.iter()
+                        .any(|(_, m)| m.to.platform == *platform && m.in_reply_to.is_none())
+                })
+                .map(|((_, chat), _)| chat.as_str())
+                .collect();
+            if chats.is_empty() {
+                continue;
+            }
+            let since = now - window.as_millis() as i64;
+            for (chat, opened) in self.store.windows_opened(*platform, &chats).await? {
+                if opened > since {
+                    open.insert((*platform, chat));
+                }
+            }
+        }
+        Ok(open)
     }
 
     /// A row for a platform this process doesn't run: parked for a while (another

@@ -1,7 +1,8 @@
 //! The router: takes one [`Incoming`] from a platform adapter, drops redeliveries, keeps
 //! each chat's messages in order, resolves the sender, runs the middleware chain and the
 //! command's handler, and records the inbound message and its replies (audit log and
-//! outbox) in one write.
+//! outbox) in one write. On platforms with a messaging window (Messenger) it also records
+//! that the sender wrote and releases what was held for them.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -220,6 +221,23 @@ impl Router {
                 incoming.private_chat.as_deref(),
             )
             .await?;
+        if incoming.chat_kind == ChatKind::Private
+            && self
+                .core
+                .outbox
+                .reply_window(incoming.chat.platform)
+                .is_some()
+        {
+            // They wrote: the platform's messaging window is open again, and what was
+            // held for it goes out now, ahead of this message's replies. Both are written
+            // at most once a minute per person (held rows only arise while the window
+            // is closed, i.e. before that first message).
+            if store.open_window(&person, received_at).await?
+                && store.release_held(&incoming.chat).await? > 0
+            {
+                self.core.outbox.wake();
+            }
+        }
         let ctx = Ctx::new(self.core.clone(), incoming, person);
         let route = self.route(&ctx.incoming);
         let outcome = match route {

@@ -206,7 +206,22 @@ impl Sharing {
             scheduled: false,
             played_at: None,
             finished_at: None,
+            notice_id: None,
         };
+        let mut reply = Reply::text(format!(
+            "@{} shared {} with you.",
+            sharer.handle,
+            describe(&row)
+        ));
+        if let Some(url) = &row.track_url {
+            reply = reply.with_button(Button::link("Listen on Spotify", url));
+        }
+        let mut out = Outgoing::new(address, reply);
+        out.user_id = Some(friend.id);
+        // The friend's message gets its ids first, so the share can name it (`/shares`
+        // says when it is held, e.g. outside Messenger's 24-hour window).
+        let (notice, recorded) = self.outbox.rows_for(out, None, false);
+        row.notice_id = recorded.last().map(|r| r.id);
         let mut tries = 0;
         loop {
             row.short_id = (0..6)
@@ -218,17 +233,8 @@ impl Sharing {
                 Err(e) => return Err(e.into()),
             }
         }
-        let mut reply = Reply::text(format!(
-            "@{} shared {} with you.",
-            sharer.handle,
-            describe(&row)
-        ));
-        if let Some(url) = &row.track_url {
-            reply = reply.with_button(Button::link("Listen on Spotify", url));
-        }
-        let mut out = Outgoing::new(address, reply);
-        out.user_id = Some(friend.id);
-        self.outbox.send(vec![out]).await?;
+        self.store.record(notice).await?;
+        self.outbox.wake();
         if let Some(due_at) = row.next_check_at {
             self.schedule(row.id, due_at).await;
         }

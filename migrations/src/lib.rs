@@ -9,6 +9,7 @@ pub use sea_orm_migration::prelude::*;
 mod m20261122_000001_create_core_tables;
 mod m20261122_000002_create_spotify_tables;
 mod m20261122_000003_create_sharing_tables;
+mod m20261201_000001_add_messaging_window;
 
 /// Every migration, oldest first.
 #[derive(Debug)]
@@ -21,6 +22,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261122_000001_create_core_tables::Migration),
             Box::new(m20261122_000002_create_spotify_tables::Migration),
             Box::new(m20261122_000003_create_sharing_tables::Migration),
+            Box::new(m20261201_000001_add_messaging_window::Migration),
         ]
     }
 }

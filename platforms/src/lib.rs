@@ -5,6 +5,7 @@
 
 pub mod discord;
 pub mod http;
+pub mod messenger;
 pub mod telegram;
 pub mod web;
 

@@ -3,6 +3,7 @@
 //! PostgreSQL database too (see `helpers::backend_tests!`).
 
 mod fake_discord;
+mod fake_messenger;
 mod fake_spotify;
 mod fake_telegram;
 mod helpers;
@@ -13,6 +14,7 @@ mod cli;
 mod console;
 mod discord;
 mod health;
+mod messenger;
 mod outbox;
 mod router;
 mod sharing;

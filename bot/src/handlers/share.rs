@@ -10,6 +10,7 @@ use crate::message::Reply;
 use crate::router::Ctx;
 use crate::sharing::{ShareError, Sharing, describe};
 use crate::spotify::{Item, SpotifyError};
+use crate::store::entities::message::status as message_status;
 use crate::store::entities::share::{self, status};
 use crate::types::TrackRef;
 use crate::when::{ago, span};
@@ -123,8 +124,9 @@ pub async fn share(ctx: &Ctx, args: Args) -> HandlerResult {
     Ok(vec![Reply::text(text)])
 }
 
-/// One line about a share, for `/shares`.
-fn line(s: &share::Model, other: &str, sent: bool) -> String {
+/// One line about a share, for `/shares`; `held` when the friend hasn't got it yet (their
+/// platform's messaging window is closed).
+fn line(s: &share::Model, other: &str, sent: bool, held: bool) -> String {
     let now = Utc::now().timestamp_millis();
     let state = match s.status.as_str() {
         status::PLAYED => {
@@ -150,12 +152,18 @@ fn line(s: &share::Model, other: &str, sent: bool) -> String {
     } else {
         format!("from @{other}")
     };
-    format!(
+    let mut line = format!(
         "{} {} {whom}, {}: {state}",
         s.short_id,
         describe(s),
         ago(TimeDelta::milliseconds(now - s.shared_at))
-    )
+    );
+    if held && sent {
+        line.push_str(&format!(
+            " (not delivered yet: it will reach @{other} when they next message Segue)"
+        ));
+    }
+    line
 }
 
 pub async fn shares(ctx: &Ctx, _args: Args) -> HandlerResult {
@@ -167,6 +175,8 @@ pub async fn shares(ctx: &Ctx, _args: Args) -> HandlerResult {
         if list.is_empty() {
             continue;
         }
+        let notices: Vec<i64> = list.iter().filter_map(|s| s.notice_id).collect();
+        let statuses = store.message_statuses(&notices).await?;
         if !text.is_empty() {
             text.push_str("\n\n");
         }
@@ -178,7 +188,11 @@ pub async fn shares(ctx: &Ctx, _args: Args) -> HandlerResult {
                 .await?
                 .map_or_else(|| "someone".to_owned(), |u| u.handle);
             text.push('\n');
-            text.push_str(&line(s, &other, sent));
+            let held = s
+                .notice_id
+                .and_then(|id| statuses.get(&id))
+                .is_some_and(|st| st == message_status::HELD);
+            text.push_str(&line(s, &other, sent, held));
         }
     }
     if text.is_empty() {

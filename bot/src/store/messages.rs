@@ -270,6 +270,55 @@ impl Store {
         Ok(())
     }
 
+    /// Holds a due pending row for its recipient (outside a messaging window) without
+    /// counting an attempt; `false` when another worker took it first.
+    pub async fn hold(&self, id: i64, reason: &str) -> Result<bool, StoreError> {
+        let res = message::Entity::update_many()
+            .col_expr(message::Column::Status, Expr::value(status::HELD))
+            .col_expr(message::Column::Detail, Expr::value(reason))
+            .col_expr(
+                message::Column::NextAttemptAt,
+                Expr::value(Option::<i64>::None),
+            )
+            .filter(message::Column::Id.eq(id))
+            .filter(message::Column::Status.eq(status::PENDING))
+            .filter(message::Column::NextAttemptAt.lte(now_millis()))
+            .exec(&self.db)
+            .await?;
+        Ok(res.rows_affected == 1)
+    }
+
+    /// Makes a chat's held outbound rows due again (their recipient is back); how many.
+    pub async fn release_held(&self, chat: &ChatAddress) -> Result<u64, StoreError> {
+        let res = message::Entity::update_many()
+            .col_expr(message::Column::Status, Expr::value(status::PENDING))
+            .col_expr(message::Column::Detail, Expr::value(Option::<String>::None))
+            .col_expr(message::Column::NextAttemptAt, Expr::value(now_millis()))
+            .filter(message::Column::Platform.eq(chat.platform.as_str()))
+            .filter(message::Column::ChatId.eq(&chat.chat_id))
+            .filter(message::Column::Status.eq(status::HELD))
+            .exec(&self.db)
+            .await?;
+        Ok(res.rows_affected)
+    }
+
+    /// The statuses of outbound rows, by id (for `/shares`).
+    pub async fn message_statuses(
+        &self,
+        ids: &[i64],
+    ) -> Result<std::collections::HashMap<i64, String>, StoreError> {
+        if ids.is_empty() {
+            return Ok(Default::default());
+        }
+        Ok(message::Entity::find()
+            .filter(message::Column::Id.is_in(ids.iter().copied()))
+            .all(&self.db)
+            .await?
+            .into_iter()
+            .map(|m| (m.id, m.status))
+            .collect())
+    }
+
     /// Outbound messages to a chat still waiting for their recipient (held, or on their
     /// way), oldest first.
     pub async fn held_for(&self, chat: &ChatAddress) -> Result<Vec<message::Model>, StoreError> {

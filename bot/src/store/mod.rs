@@ -77,6 +77,8 @@ pub struct Store {
     chats: Mutex<HashSet<(Platform, String)>>,
     /// Platform events being handled right now (see [`Store::begin_sighting`]).
     in_flight: Mutex<HashSet<(Platform, String)>>,
+    /// Identity id → (user id, when its messaging window was last written).
+    windows: Mutex<HashMap<i64, (i64, std::time::Instant)>>,
 }
 
 /// Entries kept in each in-memory cache before it is cleared.
@@ -94,6 +96,7 @@ impl Store {
             sessions: Mutex::default(),
             chats: Mutex::default(),
             in_flight: Mutex::default(),
+            windows: Mutex::default(),
         }
     }
 

@@ -17,6 +17,9 @@ use crate::types::Handle;
 const CACHE_TTL: Duration = Duration::from_secs(30);
 /// `last_seen_at` is written at most this often per identity.
 const TOUCH_EVERY: Duration = Duration::from_secs(60);
+/// `window_opened_at` likewise. The recorded time is then at most this much older than
+/// the person's last message: the window looks shorter than it is, never longer.
+const WINDOW_EVERY: Duration = Duration::from_secs(60);
 
 /// The Segue user behind a message, as handlers need them.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -136,6 +139,7 @@ impl Store {
                 last_chat_id: Set(private_chat.clone()),
                 last_seen_at: Set(now),
                 unreachable_at: Set(None),
+                window_opened_at: Set(None),
                 created_at: Set(now),
                 ..Default::default()
             };
@@ -250,6 +254,10 @@ impl Store {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .retain(|_, c| c.person.user_id != user_id);
+        self.windows
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|_, (user, _)| *user != user_id);
         self.sessions
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -267,6 +275,48 @@ impl Store {
             .all(&self.db)
             .await?;
         Ok(Some(PersonDetails { user, identities }))
+    }
+
+    /// Records that the person wrote to us at `at` (their messaging window opens again);
+    /// `false` when it was recorded less than a minute ago and nothing was written.
+    pub async fn open_window(&self, person: &Person, at: i64) -> Result<bool, StoreError> {
+        let recent = self
+            .windows
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&person.identity_id)
+            .is_some_and(|(_, written)| written.elapsed() < WINDOW_EVERY);
+        if recent {
+            return Ok(false);
+        }
+        identity::Entity::update_many()
+            .col_expr(identity::Column::WindowOpenedAt, Expr::value(at))
+            .filter(identity::Column::Id.eq(person.identity_id))
+            .exec(&self.db)
+            .await?;
+        let mut windows = self.windows.lock().unwrap_or_else(|e| e.into_inner());
+        clear_if_full(&mut windows);
+        windows.insert(person.identity_id, (person.user_id, Instant::now()));
+        Ok(true)
+    }
+
+    /// When the people behind these private chats last wrote to us on `platform`
+    /// (chats whose person never did are left out).
+    pub async fn windows_opened(
+        &self,
+        platform: crate::message::Platform,
+        chats: &[&str],
+    ) -> Result<Vec<(String, i64)>, StoreError> {
+        let found = identity::Entity::find()
+            .filter(identity::Column::Platform.eq(platform.as_str()))
+            .filter(identity::Column::LastChatId.is_in(chats.iter().copied()))
+            .filter(identity::Column::WindowOpenedAt.is_not_null())
+            .all(&self.db)
+            .await?;
+        Ok(found
+            .into_iter()
+            .filter_map(|i| Some((i.last_chat_id?, i.window_opened_at?)))
+            .collect())
     }
 
     /// Marks whoever we talk to in this private chat as unreachable on that platform.

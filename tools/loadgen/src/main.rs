@@ -1,11 +1,14 @@
 //! `loadgen`: measures a chat bot under load from outside the process, the way users
 //! reach it. `loadgen console` drives Segue's web console API: it opens sessions, then
 //! sends `/ping` from many of them at once (as fast as possible, or at a fixed rate) and
-//! reports commands per second and latency percentiles. `loadgen telegram` measures any
-//! Telegram bot in webhook mode against a fake Bot API it serves; `loadgen discord` any
-//! Discord bot's interactions endpoint with signed interactions.
+//! reports commands per second and latency percentiles. `loadgen telegram` and
+//! `loadgen messenger` measure any Telegram or Messenger bot's webhook against a fake
+//! platform API they serve; `loadgen discord` any Discord bot's interactions endpoint
+//! with signed interactions.
 
 mod discord;
+mod messenger;
+mod replies;
 mod telegram;
 
 use std::io::Write;
@@ -32,6 +35,8 @@ enum Cmd {
     Telegram(telegram::TelegramArgs),
     /// Drive any Discord bot's interactions endpoint with signed interactions.
     Discord(discord::DiscordArgs),
+    /// Drive any Messenger bot's webhook with signed events, serving it a fake Graph API.
+    Messenger(messenger::MessengerArgs),
 }
 
 #[derive(clap::Args)]
@@ -65,6 +70,7 @@ async fn main() -> anyhow::Result<()> {
         Cmd::Console(args) => console(args).await,
         Cmd::Telegram(args) => telegram::run(args).await,
         Cmd::Discord(args) => discord::run(args).await,
+        Cmd::Messenger(args) => messenger::run(args).await,
     }
 }
 

@@ -4,16 +4,15 @@
 //! the POST to the bot's `sendMessage` to that chat. A chat's replies arrive in order, so
 //! the k-th reply to a chat answers its k-th update.
 
-use std::collections::{HashMap, VecDeque};
-use std::io::Write;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use anyhow::{Context, bail};
+use anyhow::bail;
 use axum::extract::{Path, State};
 use axum::response::IntoResponse;
-use hdrhistogram::Histogram;
 use serde_json::{Value, json};
+
+use crate::replies;
 
 #[derive(clap::Args)]
 pub struct TelegramArgs {
@@ -29,37 +28,25 @@ pub struct TelegramArgs {
     /// Updates to send.
     #[arg(long, default_value_t = 20_000)]
     updates: u64,
-    /// Updates in flight at once.
-    #[arg(long, default_value_t = 64)]
-    concurrency: usize,
-    /// Distinct users (each in their own private chat).
-    #[arg(long, default_value_t = 1000)]
-    users: u64,
-    /// The message text.
-    #[arg(long, default_value = "/ping")]
-    text: String,
-    /// Start without waiting for the bot's setWebhook call.
-    #[arg(long)]
-    no_wait: bool,
-    /// Print one JSON line instead of text.
-    #[arg(long)]
-    json: bool,
+    #[command(flatten)]
+    common: replies::Common,
 }
 
 #[derive(Default)]
 struct Fake {
-    /// POST times per chat, oldest first, waiting for their reply.
-    waiting: HashMap<i64, VecDeque<Instant>>,
-    latency: Option<Histogram<u64>>,
-    replies: u64,
-    last_reply: Option<Instant>,
     webhook_set: bool,
 }
 
 type Shared = Arc<Mutex<Fake>>;
 
+#[derive(Clone)]
+struct ApiState {
+    fake: Shared,
+    tracker: replies::Shared,
+}
+
 async fn api(
-    State(fake): State<Shared>,
+    State(ApiState { fake, tracker }): State<ApiState>,
     Path((_bot, method)): Path<(String, String)>,
     body: axum::body::Bytes,
 ) -> impl IntoResponse {
@@ -81,17 +68,7 @@ async fn api(
         }
         "sendmessage" => {
             let chat = params["chat_id"].as_i64().unwrap_or(0);
-            let now = Instant::now();
-            let mut f = fake.lock().unwrap();
-            let sent = f.waiting.get_mut(&chat).and_then(VecDeque::pop_front);
-            if let Some(sent) = sent {
-                let micros = now.duration_since(sent).as_micros() as u64;
-                if let Some(h) = f.latency.as_mut() {
-                    let _ = h.record(micros.max(1));
-                }
-                f.replies += 1;
-                f.last_reply = Some(now);
-            }
+            tracker.lock().unwrap().replied(&chat.to_string());
             json!({
                 "message_id": 1, "date": 1_700_000_000,
                 "chat": { "id": chat, "type": "private", "first_name": "L" }, "text": params["text"]
@@ -103,33 +80,24 @@ async fn api(
 }
 
 pub async fn run(args: TelegramArgs) -> anyhow::Result<()> {
-    if args.concurrency == 0 || args.users == 0 {
+    if args.common.concurrency == 0 || args.common.users == 0 {
         bail!("--concurrency and --users must be at least 1");
     }
-    let fake: Shared = Arc::new(Mutex::new(Fake {
-        latency: Some(Histogram::new_with_bounds(1, 120_000_000, 3)?),
-        ..Fake::default()
-    }));
-    let listener = tokio::net::TcpListener::bind(("127.0.0.1", args.api_port))
-        .await
-        .with_context(|| format!("binding the fake Bot API on 127.0.0.1:{}", args.api_port))?;
+    let fake: Shared = Arc::default();
+    let tracker = replies::Tracker::shared()?;
     let app = axum::Router::new()
         .route("/{bot}/{method}", axum::routing::post(api))
-        .with_state(fake.clone());
-    tokio::spawn(async move { axum::serve(listener, app).await });
+        .with_state(ApiState {
+            fake: fake.clone(),
+            tracker: tracker.clone(),
+        });
+    replies::serve(args.api_port, "fake Bot API", app).await?;
     eprintln!("fake Bot API on http://127.0.0.1:{}", args.api_port);
-    if !args.no_wait {
-        eprintln!("waiting for the bot to call setWebhook…");
-        let deadline = Instant::now() + Duration::from_secs(120);
-        while !fake.lock().unwrap().webhook_set {
-            if Instant::now() > deadline {
-                bail!("the bot did not call setWebhook within 2 minutes (use --no-wait to skip)");
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+    if !args.common.no_wait {
+        replies::wait_until("call setWebhook", || fake.lock().unwrap().webhook_set).await?;
     }
     let client = reqwest::Client::builder()
-        .pool_max_idle_per_host(args.concurrency)
+        .pool_max_idle_per_host(args.common.concurrency)
         .build()?;
     let next = Arc::new(std::sync::atomic::AtomicU64::new(0));
     // Fresh update ids each run (bots dedupe by update id); Telegram's ids fit in 31 bits.
@@ -138,14 +106,14 @@ pub async fn run(args: TelegramArgs) -> anyhow::Result<()> {
         .map(|d| d.as_secs() % 2_000_000 * 1000)
         .unwrap_or(1_000_000);
     let started = Instant::now();
-    let workers = (0..args.concurrency).map(|_| {
-        let (client, next, fake) = (client.clone(), next.clone(), fake.clone());
+    let workers = (0..args.common.concurrency).map(|_| {
+        let (client, next, tracker) = (client.clone(), next.clone(), tracker.clone());
         let (url, secret, text) = (
             args.webhook_url.clone(),
             args.secret.clone(),
-            args.text.clone(),
+            args.common.text.clone(),
         );
-        let (total, users) = (args.updates, args.users);
+        let (total, users) = (args.updates, args.common.users);
         async move {
             let mut errors = 0u64;
             loop {
@@ -160,12 +128,7 @@ pub async fn run(args: TelegramArgs) -> anyhow::Result<()> {
                     "from": { "id": chat, "is_bot": false, "first_name": "L" },
                     "text": text
                 }});
-                fake.lock()
-                    .unwrap()
-                    .waiting
-                    .entry(chat)
-                    .or_default()
-                    .push_back(Instant::now());
+                tracker.lock().unwrap().posted(&chat.to_string());
                 let mut req = client.post(&url).json(&update);
                 if !secret.is_empty() {
                     req = req.header("X-Telegram-Bot-Api-Secret-Token", &secret);
@@ -179,57 +142,18 @@ pub async fn run(args: TelegramArgs) -> anyhow::Result<()> {
         }
     });
     let errors: u64 = futures::future::join_all(workers).await.into_iter().sum();
-    // Wait for the replies still on their way (up to 30 s of silence).
-    let mut last_count = 0;
-    let mut quiet_since = Instant::now();
-    loop {
-        let replies = fake.lock().unwrap().replies;
-        if replies + errors >= args.updates || quiet_since.elapsed() > Duration::from_secs(30) {
-            break;
-        }
-        if replies != last_count {
-            last_count = replies;
-            quiet_since = Instant::now();
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    let f = fake.lock().unwrap();
-    let elapsed = f
-        .last_reply
-        .map_or(started.elapsed(), |t| t.duration_since(started));
-    let rate = f.replies as f64 / elapsed.as_secs_f64();
-    let h = f.latency.as_ref().expect("histogram");
-    let ms = |q: f64| h.value_at_quantile(q) as f64 / 1000.0;
-    let mut out = std::io::stdout().lock();
-    if args.json {
-        writeln!(
-            out,
-            "{}",
-            json!({
-                "updates": args.updates, "replies": f.replies, "errors": errors,
-                "seconds": elapsed.as_secs_f64(), "updates_per_second": rate,
-                "p50_ms": ms(0.5), "p90_ms": ms(0.9), "p99_ms": ms(0.99), "max_ms": h.max() as f64 / 1000.0,
-                "concurrency": args.concurrency, "users": args.users,
-            })
-        )?;
-    } else {
-        writeln!(
-            out,
-            "{} updates, {} replies, {errors} errors in {:.1} s: {rate:.0} updates/s; POST→sendMessage p50 {:.2} ms, p90 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
-            args.updates,
-            f.replies,
-            elapsed.as_secs_f64(),
-            ms(0.5),
-            ms(0.9),
-            ms(0.99),
-            h.max() as f64 / 1000.0
-        )?;
-    }
-    if f.replies == 0 {
-        bail!(
-            "the bot sent no replies (is its API URL http://127.0.0.1:{}?)",
-            args.api_port
-        );
-    }
-    Ok(())
+    replies::finish(
+        &tracker,
+        replies::Run {
+            unit: "updates",
+            answer: "sendMessage",
+            posted: args.updates,
+            errors,
+            started,
+            concurrency: args.common.concurrency,
+            users: args.common.users,
+            json: args.common.json,
+        },
+    )
+    .await
 }

@@ -17,6 +17,9 @@ pub struct Model {
     pub last_seen_at: i64,
     /// Set when a platform said we can never reach them (blocked the bot, closed DMs).
     pub unreachable_at: Option<i64>,
+    /// When they last wrote to us, on a platform that lets us message people unprompted
+    /// only for a while after that (Messenger's 24-hour window); written at most once a minute.
+    pub window_opened_at: Option<i64>,
     pub created_at: i64,
 }
 

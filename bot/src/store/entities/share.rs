@@ -31,6 +31,8 @@ pub struct Model {
     pub scheduled: bool,
     pub played_at: Option<i64>,
     pub finished_at: Option<i64>,
+    /// The outbox row telling the friend about the share (to say when it is still held).
+    pub notice_id: Option<i64>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
