@@ -227,6 +227,19 @@ async fn interactions_endpoint_end_to_end(backend: Backend) {
         "{me}"
     );
 
+    // /invite's two replies (the explanation, the line to forward) come as one answer:
+    // no follow-up that could race the response.
+    let (_, invite) = interact(&app, &command(2_000_007, "invite", json!([]))).await;
+    let text = invite["data"]["content"].as_str().unwrap();
+    assert!(
+        text.contains("Send this line") && text.contains("/accept "),
+        "{text}"
+    );
+    assert!(
+        fake.bodies("POST", "/webhooks/").is_empty(),
+        "no follow-ups"
+    );
+
     // Autocomplete: a friend's handle is suggested as Nelly types.
     app.session("bob").await;
     let nelly = app

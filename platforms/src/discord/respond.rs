@@ -326,7 +326,7 @@ impl Responder {
 /// The router's outcome as messages to show.
 fn pieces(handled: Result<Handled, segue_bot::StoreError>) -> Vec<Piece> {
     match handled {
-        Ok(Handled::Replied(recorded)) => recorded.into_iter().map(Piece::from).collect(),
+        Ok(Handled::Replied(recorded)) => coalesce(recorded.into_iter().map(Piece::from)),
         Ok(Handled::Duplicate) => vec![Piece::note("That was already handled.")],
         Err(e) => {
             tracing::error!(error = %e, "discord interaction not handled: storage failed");
@@ -335,9 +335,45 @@ fn pieces(handled: Result<Handled, segue_bot::StoreError>) -> Vec<Piece> {
     }
 }
 
+/// Joins a handler's replies into as few messages as Discord takes (2,000 characters, 25
+/// buttons each): one answer is the common case, and a follow-up is a second request that
+/// could reach Discord before the endpoint's response has.
+fn coalesce(pieces: impl IntoIterator<Item = Piece>) -> Vec<Piece> {
+    let mut out: Vec<Piece> = Vec::new();
+    for piece in pieces {
+        if let Some(last) = out.last_mut()
+            && last.ephemeral == piece.ephemeral
+            && last.text.chars().count() + 2 + piece.text.chars().count() <= MESSAGE_MAX
+            && last.buttons.len() + piece.buttons.len() <= BUTTONS_PER_ROW * ROWS
+        {
+            last.text.push_str("\n\n");
+            last.text.push_str(&piece.text);
+            last.buttons.extend(piece.buttons);
+            continue;
+        }
+        out.push(piece);
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn replies_share_one_message_while_they_fit() {
+        let piece = |text: String| Piece {
+            text,
+            buttons: vec![Button::command("b", "/help")],
+            ephemeral: false,
+        };
+        let joined = coalesce([piece("one".into()), piece("two".into())]);
+        assert_eq!(joined.len(), 1);
+        assert_eq!(joined[0].text, "one\n\ntwo");
+        assert_eq!(joined[0].buttons.len(), 2);
+        let long = coalesce([piece("x".repeat(1500)), piece("y".repeat(600))]);
+        assert_eq!(long.len(), 2, "over 2,000 characters together");
+    }
 
     #[test]
     fn markdown_is_escaped_but_links_are_kept() {
