@@ -4,7 +4,6 @@
 //! minimal fake REST API (point the bot's API base at it) that accepts whatever the bot
 //! calls there (command registration, follow-ups).
 
-use std::io::Write;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
@@ -151,34 +150,18 @@ pub async fn run(args: DiscordArgs) -> anyhow::Result<()> {
         latency.add(h)?;
         errors += e;
     }
-    let elapsed = started.elapsed();
     let answered = latency.len();
-    let rate = answered as f64 / elapsed.as_secs_f64();
-    let ms = |q: f64| latency.value_at_quantile(q) as f64 / 1000.0;
-    let mut out = std::io::stdout().lock();
-    if args.json {
-        writeln!(
-            out,
-            "{}",
-            json!({
-                "interactions": args.interactions, "answered": answered, "errors": errors,
-                "seconds": elapsed.as_secs_f64(), "interactions_per_second": rate,
-                "p50_ms": ms(0.5), "p90_ms": ms(0.9), "p99_ms": ms(0.99), "max_ms": latency.max() as f64 / 1000.0,
-                "concurrency": args.concurrency, "users": args.users,
-            })
-        )?;
-    } else {
-        writeln!(
-            out,
-            "{} interactions, {answered} answered, {errors} errors in {:.1} s: {rate:.0} interactions/s; POST→response p50 {:.2} ms, p90 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
-            args.interactions,
-            elapsed.as_secs_f64(),
-            ms(0.5),
-            ms(0.9),
-            ms(0.99),
-            latency.max() as f64 / 1000.0
-        )?;
-    }
+    let run = crate::replies::Run {
+        unit: "interactions",
+        answer: "response",
+        posted: args.interactions,
+        errors,
+        started,
+        concurrency: args.concurrency,
+        users: args.users,
+        json: args.json,
+    };
+    crate::replies::report(&run, answered, started.elapsed(), &latency)?;
     if answered == 0 {
         bail!("the bot answered no interaction (is its public key the one for --seed?)");
     }

@@ -108,6 +108,46 @@ pub struct Run<'a> {
     pub json: bool,
 }
 
+/// Prints a run's figures (text, or one JSON line): `replies` answered posts over
+/// `elapsed`, with their post → answer latency in `h` (microseconds).
+pub fn report(
+    run: &Run<'_>,
+    replies: u64,
+    elapsed: Duration,
+    h: &Histogram<u64>,
+) -> anyhow::Result<()> {
+    let rate = replies as f64 / elapsed.as_secs_f64();
+    let ms = |q: f64| h.value_at_quantile(q) as f64 / 1000.0;
+    let mut out = std::io::stdout().lock();
+    let unit = run.unit;
+    if run.json {
+        writeln!(
+            out,
+            "{}",
+            json!({
+                unit: run.posted, "replies": replies, "errors": run.errors,
+                "seconds": elapsed.as_secs_f64(), format!("{unit}_per_second"): rate,
+                "p50_ms": ms(0.5), "p90_ms": ms(0.9), "p99_ms": ms(0.99), "max_ms": h.max() as f64 / 1000.0,
+                "concurrency": run.concurrency, "users": run.users,
+            })
+        )?;
+    } else {
+        writeln!(
+            out,
+            "{} {unit}, {replies} replies, {} errors in {:.1} s: {rate:.0} {unit}/s; POST→{} p50 {:.2} ms, p90 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
+            run.posted,
+            run.errors,
+            elapsed.as_secs_f64(),
+            run.answer,
+            ms(0.5),
+            ms(0.9),
+            ms(0.99),
+            h.max() as f64 / 1000.0
+        )?;
+    }
+    Ok(())
+}
+
 /// Waits for the replies still on their way (up to 30 s of silence), then reports.
 pub async fn finish(tracker: &Shared, run: Run<'_>) -> anyhow::Result<()> {
     let mut last_count = 0;
@@ -127,37 +167,7 @@ pub async fn finish(tracker: &Shared, run: Run<'_>) -> anyhow::Result<()> {
     let elapsed = t
         .last_reply
         .map_or(run.started.elapsed(), |at| at.duration_since(run.started));
-    let rate = t.replies as f64 / elapsed.as_secs_f64();
-    let h = &t.latency;
-    let ms = |q: f64| h.value_at_quantile(q) as f64 / 1000.0;
-    let mut out = std::io::stdout().lock();
-    let unit = run.unit;
-    if run.json {
-        writeln!(
-            out,
-            "{}",
-            json!({
-                unit: run.posted, "replies": t.replies, "errors": run.errors,
-                "seconds": elapsed.as_secs_f64(), format!("{unit}_per_second"): rate,
-                "p50_ms": ms(0.5), "p90_ms": ms(0.9), "p99_ms": ms(0.99), "max_ms": h.max() as f64 / 1000.0,
-                "concurrency": run.concurrency, "users": run.users,
-            })
-        )?;
-    } else {
-        writeln!(
-            out,
-            "{} {unit}, {} replies, {} errors in {:.1} s: {rate:.0} {unit}/s; POST→{} p50 {:.2} ms, p90 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
-            run.posted,
-            t.replies,
-            run.errors,
-            elapsed.as_secs_f64(),
-            run.answer,
-            ms(0.5),
-            ms(0.9),
-            ms(0.99),
-            h.max() as f64 / 1000.0
-        )?;
-    }
+    report(&run, t.replies, elapsed, &t.latency)?;
     if t.replies == 0 {
         bail!("the bot sent no replies (is its API URL pointed at this tool?)");
     }
