@@ -19,6 +19,7 @@ backend_tests!(
     long_replies_are_split,
     replies_overtaking_notifications_lose_nothing,
     one_bad_message_does_not_fail_others,
+    a_chat_goes_on_after_a_restart,
 );
 
 async fn help_lists_every_command(backend: Backend) {
@@ -445,4 +446,17 @@ async fn one_bad_message_does_not_fail_others(backend: Backend) {
     let body: serde_json::Value = res.json().await.unwrap();
     assert_eq!(body["error"]["code"], "bad_query");
     app.stop().await;
+}
+
+/// A chat that talked before a restart is answered after it (its row exists, the
+/// process's cache of known chats is empty).
+async fn a_chat_goes_on_after_a_restart(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let app = spawn_app(&db).await;
+    let token = app.session("carol").await;
+    assert_eq!(app.reply(&token, "/ping").await, "pong");
+    app.stop().await;
+    let again = spawn_app(&db).await;
+    assert_eq!(again.reply(&token, "/ping").await, "pong");
+    again.stop().await;
 }

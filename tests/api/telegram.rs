@@ -16,6 +16,7 @@ backend_tests!(
     webhook_end_to_end,
     rate_limits_are_never_exceeded,
     blocked_users_are_dead_lettered,
+    a_group_upgraded_to_a_supergroup_keeps_its_chat,
 );
 
 const SECRET: &str = "s3cr_et-1";
@@ -316,5 +317,58 @@ async fn blocked_users_are_dead_lettered(backend: Backend) {
         .unwrap()
         .unwrap();
     assert!(person.identities[0].unreachable_at.is_some());
+    app.stop().await;
+}
+
+async fn a_group_upgraded_to_a_supergroup_keeps_its_chat(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let fake = FakeTelegram::start().await;
+    let app = spawn_app_with(config(&db, &fake, TelegramMode::Webhook), Vec::new()).await;
+    let url = format!("{}/webhooks/telegram", app.address);
+    let post = |body: Value| {
+        app.client
+            .post(&url)
+            .header("X-Telegram-Bot-Api-Secret-Token", SECRET)
+            .json(&body)
+            .send()
+    };
+    let group = json!({ "id": -4001, "type": "group", "title": "Friends" });
+    let ping = json!({ "update_id": 1, "message": {
+        "message_id": 1, "date": 1_700_000_000, "chat": group, "from": user(7), "text": "/ping"
+    }});
+    assert_eq!(post(ping).await.unwrap().status(), 200);
+    // Telegram's service message in the old group when it becomes a supergroup.
+    let upgraded = json!({ "update_id": 2, "message": {
+        "message_id": 2, "date": 1_700_000_001, "chat": group, "from": user(7),
+        "migrate_to_chat_id": -1_000_000_004_001_i64
+    }});
+    assert_eq!(post(upgraded).await.unwrap().status(), 200);
+    let chats = |id: &str| {
+        let sql =
+            format!("SELECT COUNT(*) FROM chats WHERE platform = 'telegram' AND chat_id = '{id}'");
+        let app = &app;
+        async move { app.count(&sql).await }
+    };
+    assert_eq!(chats("-4001").await, 0, "the old id is gone");
+    assert_eq!(
+        chats("-1000000004001").await,
+        1,
+        "the chat carries the new id"
+    );
+    // The supergroup goes on as the same chat.
+    let again = json!({ "update_id": 3, "message": {
+        "message_id": 3, "date": 1_700_000_002,
+        "chat": { "id": -1_000_000_004_001_i64, "type": "supergroup", "title": "Friends" },
+        "from": user(7), "text": "/ping"
+    }});
+    assert_eq!(post(again).await.unwrap().status(), 200);
+    assert_eq!(chats("-1000000004001").await, 1);
+    // The reply reaches the supergroup.
+    fake.wait_for("a reply to the supergroup", |f| {
+        f.calls("sendMessage")
+            .iter()
+            .any(|c| c.params["chat_id"] == json!(-1_000_000_004_001_i64))
+    })
+    .await;
     app.stop().await;
 }

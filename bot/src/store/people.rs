@@ -208,8 +208,10 @@ impl Store {
             created_at: Set(now_millis()),
             ..Default::default()
         };
+        // The conflict to ignore is the chat's own (platform, chat id), not the row id:
+        // after a restart, or a supergroup's move, the chat is there but not cached.
         chat::Entity::insert(row)
-            .on_conflict_do_nothing()
+            .on_conflict_do_nothing_on([chat::Column::Platform, chat::Column::ChatId])
             .exec_without_returning(&self.db)
             .await?;
         let mut chats = self.chats.lock().unwrap_or_else(|e| e.into_inner());
