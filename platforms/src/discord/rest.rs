@@ -152,7 +152,7 @@ impl Rest {
         method: Method,
         path: &str,
         route: &str,
-        body: Option<&B>,
+        body: &B,
         wait_up_to: Duration,
     ) -> Result<T, RestError>
     where
@@ -170,14 +170,11 @@ impl Rest {
             }
             tokio::time::sleep(wait).await;
         }
-        let mut req = self
+        let res = self
             .client
             .request(method, format!("{}{path}", self.base))
-            .header("authorization", self.authorization.expose());
-        if let Some(body) = body {
-            req = req.json(body);
-        }
-        let res = req
+            .header("authorization", self.authorization.expose())
+            .json(body)
             .send()
             .await
             .map_err(|e| RestError::Network(e.without_url().to_string()))?;
@@ -245,7 +242,7 @@ impl Rest {
     where
         B: Serialize + ?Sized,
     {
-        self.call::<B, serde_json::Value>(method, path, route, Some(body), wait_up_to)
+        self.call::<B, serde_json::Value>(method, path, route, body, wait_up_to)
             .await
             .map(drop)
     }
@@ -324,7 +321,7 @@ impl Rest {
                 Method::POST,
                 "/users/@me/channels",
                 "POST /users/@me/channels",
-                Some(&body),
+                &body,
                 Duration::ZERO,
             )
             .await?;
@@ -339,10 +336,8 @@ impl Rest {
     ) -> Result<(), RestError> {
         let path = format!("/channels/{channel_id}/messages");
         let route = format!("POST {path}");
-        let _: serde_json::Value = self
-            .call(Method::POST, &path, &route, Some(body), Duration::ZERO)
-            .await?;
-        Ok(())
+        self.send(Method::POST, &path, &route, body, Duration::ZERO)
+            .await
     }
 }
 
