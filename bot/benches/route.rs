@@ -80,6 +80,8 @@ fn route(c: &mut Criterion) {
         content: Content::Text(text.to_owned()),
         bot_username: None,
         private_chat: None,
+        to_bot: false,
+        on_message: None,
     };
     let mut group = c.benchmark_group("route");
     group.bench_function("/ping via Router::handle (SQLite in memory)", |b| {

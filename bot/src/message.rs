@@ -145,6 +145,13 @@ pub struct Incoming {
     /// this platform for their notifications (Discord: `@<user id>`, a DM opened on
     /// delivery). `None` where only private chats reach a person.
     pub private_chat: Option<String>,
+    /// The platform marked it as meant for the bot without a command: in a group, a
+    /// reply to one of the bot's messages. Such a message is answered as in a private
+    /// chat (unknown commands and plain text get help); group chatter is not.
+    pub to_bot: bool,
+    /// For a button press: the platform's id of the message the button is on, so that an
+    /// in-place reply ([`Reply::in_place`]) can replace that message.
+    pub on_message: Option<String>,
 }
 
 /// What a button does when pressed.
@@ -185,6 +192,9 @@ impl Button {
 pub struct Reply {
     pub text: String,
     pub buttons: Vec<Button>,
+    /// Replace the message whose button was pressed instead of sending a new one (see
+    /// [`Reply::in_place`]).
+    pub in_place: bool,
 }
 
 impl Reply {
@@ -192,7 +202,17 @@ impl Reply {
         Self {
             text: text.into(),
             buttons: Vec::new(),
+            in_place: false,
         }
+    }
+
+    /// Answering a button press, this reply replaces the message the button was on (its
+    /// text and buttons: none left if it has none), where the platform can edit messages
+    /// (Telegram's editMessageText, Discord's message update). Elsewhere, or when the
+    /// message wasn't a button press, it is sent as a new message.
+    pub fn in_place(mut self) -> Self {
+        self.in_place = true;
+        self
     }
 
     pub fn with_button(mut self, button: Button) -> Self {
@@ -210,6 +230,9 @@ pub struct Outgoing {
     /// The Segue user it is meant for, when known (marks them unreachable on permanent
     /// delivery failures).
     pub user_id: Option<i64>,
+    /// The platform's id of a message in `to` that this one replaces (an edit in
+    /// place); `None` sends a new message.
+    pub edits: Option<String>,
 }
 
 impl Outgoing {
@@ -219,6 +242,7 @@ impl Outgoing {
             text: reply.text,
             buttons: reply.buttons,
             user_id: None,
+            edits: None,
         }
     }
 }

@@ -33,6 +33,9 @@ pub struct OutboundMessage {
     pub in_reply_to: Option<i64>,
     /// Earlier attempts (0 on the first).
     pub attempts: i32,
+    /// The platform's id of the message this one replaces, for an edit in place
+    /// ([`crate::Reply::in_place`]). A platform that can't edit sends it as a new message.
+    pub edits: Option<String>,
 }
 
 impl OutboundMessage {
@@ -53,6 +56,7 @@ impl OutboundMessage {
             user_id: row.user_id,
             in_reply_to: row.in_reply_to,
             attempts: row.attempts,
+            edits: row.external_id.clone(),
         })
     }
 }
@@ -190,6 +194,8 @@ pub struct Recorded {
     pub id: i64,
     pub text: String,
     pub buttons: Vec<Button>,
+    /// The platform's id of the message it replaces, for an edit in place.
+    pub edits: Option<String>,
 }
 
 impl Outbox {
@@ -264,17 +270,20 @@ impl Outbox {
                 Vec::new()
             };
             let id = self.store.next_id();
+            // Only the first piece of a long text can replace the message.
+            let edits = if i == 0 { out.edits.clone() } else { None };
             recorded.push(Recorded {
                 id,
                 text: text.clone(),
                 buttons: buttons.clone(),
+                edits: edits.clone(),
             });
             rows.push(NewMessage {
                 id,
                 inbound: false,
                 chat: out.to.clone(),
                 user_id: out.user_id,
-                external_id: None,
+                external_id: edits,
                 in_reply_to,
                 text,
                 buttons,

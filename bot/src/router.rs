@@ -289,8 +289,14 @@ impl Router {
         }
         let mut recorded = Vec::new();
         for reply in outcome.replies {
+            let edits = if reply.in_place {
+                ctx.incoming.on_message.clone()
+            } else {
+                None
+            };
             let mut out = Outgoing::new(ctx.incoming.chat.clone(), reply);
             out.user_id = user_id;
+            out.edits = edits;
             let (r, rec) =
                 self.core
                     .outbox
@@ -317,7 +323,9 @@ impl Router {
 
     /// Decides what a message asks for.
     fn route<'a>(&'a self, incoming: &Incoming) -> Route<'a> {
-        let private = incoming.chat_kind == ChatKind::Private;
+        // Private chats, and group messages meant for the bot (a reply to it), get answers
+        // even without a command; other group chatter is ignored.
+        let for_me = incoming.chat_kind == ChatKind::Private || incoming.to_bot;
         let unknown = |name: &str| {
             Route::Answer(format!(
                 "I don't know /{name}. Send /help to see what I can do."
@@ -326,7 +334,7 @@ impl Router {
         match &incoming.content {
             Content::Text(text) | Content::Button { data: text } => {
                 let Some(line) = CommandLine::parse(text) else {
-                    return if private {
+                    return if for_me {
                         Route::Answer(
                             "I answer commands. Send /help to see what I can do.".to_owned(),
                         )
@@ -341,7 +349,7 @@ impl Router {
                 };
                 match self.core.commands.get(line.name) {
                     Some(spec) => Route::Command(spec, spec.parse_args(line.args)),
-                    None if private || addressed => unknown(line.name),
+                    None if for_me || addressed => unknown(line.name),
                     None => Route::Ignore,
                 }
             }

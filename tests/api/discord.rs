@@ -268,6 +268,25 @@ async fn interactions_endpoint_end_to_end(backend: Backend) {
     let (_, none) = interact(&app, &typing).await;
     assert_eq!(none["data"]["choices"], json!([]));
 
+    // An answer that replaces its question updates the button's message (type 7), and
+    // takes the button away.
+    let (_, question) = interact(&app, &command(2_000_008, "forget", json!([]))).await;
+    assert_eq!(question["type"], 4);
+    let yes = &question["data"]["components"][0]["components"][0];
+    assert_eq!(yes["custom_id"], "/forget yes", "{question}");
+    let mut press = fresh("button.json", 2_000_009);
+    press["data"]["custom_id"] = json!("/forget yes");
+    let (_, done) = interact(&app, &press).await;
+    assert_eq!(done["type"], 7, "{done}");
+    assert!(
+        done["data"]["content"]
+            .as_str()
+            .unwrap()
+            .starts_with("Done: I've forgotten everything"),
+        "{done}"
+    );
+    assert_eq!(done["data"]["components"], json!([]));
+
     assert!(fake.violations().is_empty(), "{:?}", fake.violations());
     app.stop().await;
 }

@@ -107,6 +107,9 @@ struct Inner {
     limits: Limits,
     violations: Vec<String>,
     blocked: Vec<i64>,
+    /// What each message the fake sent now shows, by (chat, message id): text and
+    /// keyboard, as editMessageText compares them.
+    messages: HashMap<(i64, i64), (Value, Value)>,
 }
 
 /// The running fake.
@@ -190,6 +193,26 @@ impl FakeTelegram {
             .filter(|c| c.params["chat_id"].as_i64() == Some(chat))
             .map(|c| c.params["text"].as_str().unwrap_or_default().to_owned())
             .collect()
+    }
+
+    /// The id the fake gave the message it sent to `chat` with this text.
+    pub fn message_id(&self, chat: i64, text: &str) -> Option<i64> {
+        let inner = self.inner.lock().unwrap();
+        inner
+            .messages
+            .iter()
+            .find(|((c, _), (t, _))| *c == chat && t.as_str() == Some(text))
+            .map(|((_, id), _)| *id)
+    }
+
+    /// What a message the fake sent shows now: its text and keyboard.
+    pub fn shown(&self, chat: i64, id: i64) -> Option<(Value, Value)> {
+        self.inner
+            .lock()
+            .unwrap()
+            .messages
+            .get(&(chat, id))
+            .cloned()
     }
 
     /// Messages that broke Telegram's rate limits (answered 429).
@@ -388,11 +411,45 @@ async fn handle(
                 let _ = tokio::time::timeout_at(deadline, notified).await;
             }
         }
-        "sendmessage" | "editmessagetext" => {
+        "editmessagetext" => {
+            // Telegram's answers: only messages the bot sent can be edited, and an edit
+            // that changes nothing is an error.
+            let chat = params["chat_id"].as_i64().unwrap_or(0);
+            let id = params["message_id"].as_i64().unwrap_or(0);
+            let shown = (params["text"].clone(), params["reply_markup"].clone());
+            let mut inner = fake.inner.lock().unwrap();
+            match inner.messages.get_mut(&(chat, id)) {
+                None => error(
+                    StatusCode::BAD_REQUEST,
+                    "Bad Request: message to edit not found",
+                ),
+                Some(now) if *now == shown => error(
+                    StatusCode::BAD_REQUEST,
+                    "Bad Request: message is not modified: specified new message content and \
+                     reply markup are exactly the same as a current content and reply markup \
+                     of the message",
+                ),
+                Some(now) => {
+                    *now = shown;
+                    ok(json!({
+                        "message_id": id, "date": 1_700_000_000, "edit_date": 1_700_000_001,
+                        "chat": { "id": chat, "type": "private", "first_name": "X" },
+                        "text": params["text"]
+                    }))
+                }
+            }
+        }
+        "sendmessage" => {
             let id = {
                 let mut inner = fake.inner.lock().unwrap();
                 inner.next_message_id += 1;
-                inner.next_message_id
+                let id = inner.next_message_id;
+                let chat = params["chat_id"].as_i64().unwrap_or(0);
+                inner.messages.insert(
+                    (chat, id),
+                    (params["text"].clone(), params["reply_markup"].clone()),
+                );
+                id
             };
             ok(json!({
                 "message_id": id, "date": 1_700_000_000,

@@ -90,6 +90,8 @@ async fn permanent_failures_are_dead_lettered(backend: Backend) {
         content: Content::Text("/ping".into()),
         bot_username: Some("segue_bot".into()),
         private_chat: None,
+        to_bot: false,
+        on_message: None,
     };
     let segue_bot::Handled::Replied(replies) = app
         .router

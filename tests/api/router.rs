@@ -38,6 +38,8 @@ fn incoming(
         content,
         bot_username: Some("segue_bot".into()),
         private_chat: None,
+        to_bot: false,
+        on_message: None,
     }
 }
 

@@ -715,6 +715,8 @@ async fn telegram(app: &TestApp, user: &str, text: &str) -> Vec<String> {
         content: Content::Text(text.to_owned()),
         bot_username: Some("segue_bot".into()),
         private_chat: None,
+        to_bot: false,
+        on_message: None,
     };
     match app.router.handle(msg, ReplyMode::Inline).await.unwrap() {
         Handled::Replied(r) => r.into_iter().map(|r| r.text).collect(),
@@ -964,6 +966,8 @@ async fn without_spotify_configured_commands_say_so(backend: Backend) {
         content: Content::Text("/notify here".into()),
         bot_username: Some("segue_bot".into()),
         private_chat: None,
+        to_bot: false,
+        on_message: None,
     };
     let Handled::Replied(r) = app.router.handle(msg, ReplyMode::Inline).await.unwrap() else {
         panic!("duplicate")

@@ -17,6 +17,8 @@ backend_tests!(
     rate_limits_are_never_exceeded,
     blocked_users_are_dead_lettered,
     a_group_upgraded_to_a_supergroup_keeps_its_chat,
+    replies_to_the_bot_in_a_group_are_answered,
+    a_pressed_button_can_edit_its_message,
 );
 
 const SECRET: &str = "s3cr_et-1";
@@ -370,5 +372,130 @@ async fn a_group_upgraded_to_a_supergroup_keeps_its_chat(backend: Backend) {
             .any(|c| c.params["chat_id"] == json!(-1_000_000_004_001_i64))
     })
     .await;
+    app.stop().await;
+}
+
+/// A group message that replies to `to` (a message from `from_user`).
+fn reply_in_group(update_id: i64, group: i64, from: i64, text: &str, to: Value) -> Value {
+    let mut update = message(update_id, group, from, text);
+    update["message"]["reply_to_message"] = json!({
+        "message_id": 500 + update_id, "date": 1_700_000_000, "chat": chat(group),
+        "from": to, "text": "earlier"
+    });
+    update
+}
+
+async fn replies_to_the_bot_in_a_group_are_answered(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let fake = FakeTelegram::start().await;
+    let app = spawn_app_with(config(&db, &fake, TelegramMode::Polling), Vec::new()).await;
+    fake.wait_for("getMe", |f| !f.calls("getMe").is_empty())
+        .await;
+    let segue = json!({ "id": 42, "is_bot": true, "first_name": "Segue", "username": "segue_bot" });
+    let other_bot =
+        json!({ "id": 43, "is_bot": true, "first_name": "Other", "username": "other_bot" });
+    let group = -100300;
+    // Replies to Segue are meant for it: plain text and unknown commands get help.
+    fake.push_update(reply_in_group(1, group, 7, "what now?", segue.clone()));
+    fake.push_update(reply_in_group(2, group, 7, "/skip", segue.clone()));
+    // Replies to people and to other bots are group chatter, as before.
+    fake.push_update(reply_in_group(3, group, 7, "nice one", user(8)));
+    fake.push_update(reply_in_group(4, group, 7, "/skip", other_bot));
+    fake.push_update(message(5, group, 7, "what now?"));
+    // A command is a command, reply or not.
+    fake.push_update(reply_in_group(6, group, 7, "/ping", user(8)));
+    // A chat's updates are handled, and answered, in order: the last update's answer
+    // comes after everything else.
+    fake.wait_for("the last update's answer", |f| {
+        f.sent_to(group).last().is_some_and(|t| t == "pong")
+    })
+    .await;
+    assert_eq!(
+        fake.sent_to(group),
+        vec![
+            "I answer commands. Send /help to see what I can do.",
+            "I don't know /skip. Send /help to see what I can do.",
+            "pong",
+        ]
+    );
+    let log = app
+        .core
+        .store
+        .chat_log(&ChatAddress::new(Platform::Telegram, group.to_string()), 20)
+        .await
+        .unwrap();
+    let ignored = log
+        .iter()
+        .filter(|m| m.direction == "in" && m.status == status::IGNORED)
+        .count();
+    assert_eq!(ignored, 3, "the chatter is logged as ignored: {log:#?}");
+    assert!(fake.rejected().is_empty(), "{:?}", fake.rejected());
+    app.stop().await;
+}
+
+/// A button press on the message `message_id` in a private chat.
+fn press_on(update_id: i64, chat_id: i64, message_id: i64, data: &str) -> Value {
+    let mut update = press(update_id, chat_id, chat_id, data);
+    update["callback_query"]["message"]["message_id"] = json!(message_id);
+    update
+}
+
+async fn a_pressed_button_can_edit_its_message(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let fake = FakeTelegram::start().await;
+    let app = spawn_app_with(config(&db, &fake, TelegramMode::Polling), Vec::new()).await;
+    let alice = 3131;
+    fake.push_update(message(1, alice, alice, "/forget"));
+    fake.wait_for("the question", |f| f.sent_to(alice).len() == 1)
+        .await;
+    let question = fake.sent_to(alice).remove(0);
+    let id = fake.message_id(alice, &question).unwrap();
+    let (_, keyboard) = fake.shown(alice, id).unwrap();
+    assert_eq!(
+        keyboard["inline_keyboard"][0][0]["callback_data"],
+        "/forget yes"
+    );
+
+    // Pressing "Yes, forget me" replaces the question, button and all.
+    fake.push_update(press_on(2, alice, id, "/forget yes"));
+    fake.wait_for("the edit", |f| !f.calls("editMessageText").is_empty())
+        .await;
+    let edit = fake.calls("editMessageText").remove(0).params;
+    assert_eq!(edit["chat_id"], alice);
+    assert_eq!(edit["message_id"], id);
+    assert!(edit.get("reply_markup").is_none(), "the button is gone");
+    let done =
+        "Done: I've forgotten everything about you. If you write to me again, we start fresh.";
+    assert_eq!(fake.shown(alice, id).unwrap(), (json!(done), Value::Null));
+    assert_eq!(
+        fake.sent_to(alice).len(),
+        1,
+        "no new message: {:?}",
+        fake.sent_to(alice)
+    );
+
+    // The same answer typed (no button) is a new message.
+    fake.push_update(message(3, alice, alice, "/forget yes"));
+    fake.wait_for("a new message", |f| f.sent_to(alice).len() == 2)
+        .await;
+    assert_eq!(fake.sent_to(alice)[1], done);
+
+    // A button on a message Telegram won't edit (gone, or too old): the answer is sent
+    // as a new message instead of being lost.
+    fake.push_update(press_on(4, alice, 999_999, "/forget yes"));
+    fake.wait_for("the answer anew", |f| f.sent_to(alice).len() == 3)
+        .await;
+    assert_eq!(fake.sent_to(alice)[2], done);
+    assert_eq!(fake.calls("editMessageText").len(), 2);
+    fake.wait_for("every press answered", |f| {
+        f.calls("answerCallbackQuery").len() == 2
+    })
+    .await;
+    let drained = crate::helpers::eventually(Duration::from_secs(10), || async {
+        app.core.store.outbox_depth().await.unwrap() == 0
+    })
+    .await;
+    assert!(drained, "nothing left in the outbox");
+    assert!(fake.rejected().is_empty(), "{:?}", fake.rejected());
     app.stop().await;
 }

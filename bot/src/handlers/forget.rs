@@ -29,7 +29,12 @@ pub async fn run(ctx: &Ctx, args: Args) -> HandlerResult {
     }
     ctx.core.store.forget_user(user_id).await?;
     ctx.sender_changed(SenderChange::Forgotten);
-    Ok(vec![Reply::text(
-        "Done: I've forgotten everything about you. If you write to me again, we start fresh.",
-    )])
+    // Pressed on the question, the answer replaces it, and its button goes with it.
+    Ok(vec![
+        Reply::text(
+            "Done: I've forgotten everything about you. If you write to me again, we start \
+             fresh.",
+        )
+        .in_place(),
+    ])
 }

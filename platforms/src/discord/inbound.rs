@@ -48,6 +48,7 @@ pub fn convert(interaction: &Interaction) -> Converted {
             in_guild: c.guild_id.is_some(),
             user: &c.user,
             token: &c.token,
+            message: Some(c.message.id.to_string()),
         }
         .message(Content::Button {
             data: c.data.custom_id.clone(),
@@ -74,6 +75,8 @@ struct Source<'a> {
     in_guild: bool,
     user: &'a User,
     token: &'a str,
+    /// For a button press: the message the button is on.
+    message: Option<String>,
 }
 
 impl<'a> Source<'a> {
@@ -84,6 +87,7 @@ impl<'a> Source<'a> {
             in_guild: c.guild_id.is_some(),
             user: &c.user,
             token: &c.token,
+            message: None,
         }
     }
 
@@ -118,6 +122,9 @@ impl<'a> Source<'a> {
             bot_username: None,
             // In a server channel, the person's DM (opened when something is sent there).
             private_chat: self.in_guild.then(|| format!("@{}", user.id)),
+            // Slash commands are always meant for the bot, and are commands already.
+            to_bot: false,
+            on_message: self.message.clone(),
         }
     }
 }

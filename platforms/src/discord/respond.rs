@@ -38,6 +38,8 @@ pub struct Piece {
     pub buttons: Vec<Button>,
     /// Only the person who asked sees it (notes about the interaction itself).
     pub ephemeral: bool,
+    /// It replaces the message whose button was pressed (an in-place reply).
+    pub replaces: bool,
 }
 
 impl From<Recorded> for Piece {
@@ -46,6 +48,7 @@ impl From<Recorded> for Piece {
             text: r.text,
             buttons: r.buttons,
             ephemeral: false,
+            replaces: r.edits.is_some(),
         }
     }
 }
@@ -56,6 +59,7 @@ impl Piece {
             text: text.to_owned(),
             buttons: Vec::new(),
             ephemeral: true,
+            replaces: false,
         }
     }
 }
@@ -295,6 +299,13 @@ impl Responder {
                 if first.ephemeral {
                     message = message.ephemeral(true);
                 }
+                // An in-place reply to a button press updates the button's message
+                // (response type 7); a deferred one is sent as a new message.
+                let response = if first.replaces {
+                    CreateInteractionResponse::UpdateMessage(message)
+                } else {
+                    CreateInteractionResponse::Message(message)
+                };
                 let later = Later {
                     rest: self.rest.clone(),
                     token: token.token,
@@ -302,7 +313,7 @@ impl Responder {
                     edit: None,
                     followups: pieces,
                 };
-                (CreateInteractionResponse::Message(message), later)
+                (response, later)
             }
             Err(_) => {
                 tracing::debug!(interaction = %token.interaction_id, "slow handler: deferring");
@@ -343,6 +354,7 @@ fn coalesce(pieces: impl IntoIterator<Item = Piece>) -> Vec<Piece> {
     for piece in pieces {
         if let Some(last) = out.last_mut()
             && last.ephemeral == piece.ephemeral
+            && !piece.replaces
             && last.text.chars().count() + 2 + piece.text.chars().count() <= MESSAGE_MAX
             && last.buttons.len() + piece.buttons.len() <= BUTTONS_PER_ROW * ROWS
         {
@@ -366,6 +378,7 @@ mod tests {
             text,
             buttons: vec![Button::command("b", "/help")],
             ephemeral: false,
+            replaces: false,
         };
         let joined = coalesce([piece("one".into()), piece("two".into())]);
         assert_eq!(joined.len(), 1);

@@ -129,6 +129,8 @@ fn incoming(sender: &str, external_id: String, content: Content) -> Incoming {
         content,
         bot_username: None,
         private_chat: None,
+        to_bot: false,
+        on_message: None,
     }
 }
 

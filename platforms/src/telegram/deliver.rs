@@ -1,12 +1,13 @@
 //! Sending to Telegram: `OutboundMessage` to sendMessage (plain text, no parse mode, so
-//! nothing needs escaping; buttons as an inline keyboard), and Telegram's errors to
+//! nothing needs escaping; buttons as an inline keyboard) or, for an in-place reply to a
+//! button press, editMessageText on the button's message; and Telegram's errors to
 //! transient (429 with retry_after, network) or permanent (blocked, kicked, no such chat).
 
 use async_trait::async_trait;
 use segue_bot::{ButtonAction, DeliverError, DeliveryPolicy, OutboundMessage, Platform};
-use teloxide::payloads::SendMessageSetters;
+use teloxide::payloads::{EditMessageTextSetters, SendMessageSetters};
 use teloxide::prelude::Requester;
-use teloxide::types::{ChatId, InlineKeyboardButton, InlineKeyboardMarkup};
+use teloxide::types::{ChatId, InlineKeyboardButton, InlineKeyboardMarkup, MessageId};
 use teloxide::{ApiError, Bot, RequestError};
 
 /// Telegram's `Deliver`.
@@ -28,6 +29,32 @@ impl TelegramDeliver {
                 chat_burst: 3,
                 max_per_group_per_minute: limit(limits.max_per_group_per_minute),
             },
+        }
+    }
+}
+
+impl TelegramDeliver {
+    /// Replaces a message's text and keyboard (editMessageText; no keyboard given removes
+    /// the old one). Pressing the same button twice edits to the same text: that is done.
+    async fn edit(
+        &self,
+        chat: i64,
+        id: &str,
+        text: &str,
+        kb: Option<InlineKeyboardMarkup>,
+    ) -> Result<(), RequestError> {
+        let Ok(id) = id.parse::<i32>() else {
+            return Err(RequestError::Api(ApiError::MessageToEditNotFound));
+        };
+        let mut request = self
+            .bot
+            .edit_message_text(ChatId(chat), MessageId(id), text);
+        if let Some(kb) = kb {
+            request = request.reply_markup(kb);
+        }
+        match request.await {
+            Ok(_) | Err(RequestError::Api(ApiError::MessageNotModified)) => Ok(()),
+            Err(e) => Err(e),
         }
     }
 }
@@ -102,8 +129,21 @@ impl segue_bot::Deliver for TelegramDeliver {
             .map_err(|_| DeliverError::Permanent {
                 reason: format!("{:?} is not a Telegram chat id", message.to.chat_id),
             })?;
+        let kb = keyboard(message)?;
+        if let Some(id) = &message.edits {
+            match self.edit(chat, id, &message.text, kb.clone()).await {
+                Ok(()) => return Ok(()),
+                // Gone, too old, or not ours: say it in a new message instead.
+                Err(RequestError::Api(
+                    ApiError::MessageToEditNotFound | ApiError::MessageCantBeEdited,
+                )) => {
+                    tracing::debug!(chat, message = %id, "message can't be edited; sending anew");
+                }
+                Err(e) => return Err(classify(&e)),
+            }
+        }
         let mut request = self.bot.send_message(ChatId(chat), &message.text);
-        if let Some(kb) = keyboard(message)? {
+        if let Some(kb) = kb {
             request = request.reply_markup(kb);
         }
         request.await.map(|_| ()).map_err(|e| classify(&e))

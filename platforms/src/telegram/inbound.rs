@@ -1,5 +1,6 @@
-//! Telegram updates to neutral `Incoming` messages: text messages (commands in groups
-//! only, with `@botname` understood by the router), button presses (callback queries);
+//! Telegram updates to neutral `Incoming` messages: text messages (in groups, commands
+//! and replies to the bot's messages; `@botname` is understood by the router), button
+//! presses (callback queries, with the message the button is on);
 //! edited messages and everything else are left alone.
 
 use segue_bot::{ChatAddress, ChatKind, Content, Incoming, Platform, UserRef};
@@ -53,6 +54,18 @@ pub fn convert(update: &Update, bot_username: Option<&str>) -> Converted {
                 return Converted::Skip("channel post");
             }
             let chat_kind = kind_of(&m.chat);
+            // In a group, a reply to one of our messages is meant for us.
+            let to_bot = chat_kind == ChatKind::Group
+                && m.reply_to_message()
+                    .and_then(|r| r.from.as_ref())
+                    .is_some_and(|u| {
+                        u.is_bot
+                            && bot_username.as_deref().is_some_and(|me| {
+                                u.username
+                                    .as_deref()
+                                    .is_some_and(|name| name.eq_ignore_ascii_case(me))
+                            })
+                    });
             Converted::Message(
                 Box::new(Incoming {
                     external_id,
@@ -62,6 +75,8 @@ pub fn convert(update: &Update, bot_username: Option<&str>) -> Converted {
                     content: Content::Text(text.to_owned()),
                     bot_username,
                     private_chat: None,
+                    to_bot,
+                    on_message: None,
                 }),
                 None,
             )
@@ -81,6 +96,8 @@ pub fn convert(update: &Update, bot_username: Option<&str>) -> Converted {
                     content: Content::Button { data: data.clone() },
                     bot_username,
                     private_chat: None,
+                    to_bot: false,
+                    on_message: Some(message.id().0.to_string()),
                 }),
                 Some(q.id.clone()),
             )

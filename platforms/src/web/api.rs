@@ -179,6 +179,8 @@ async fn send_message(
         content,
         bot_username: None,
         private_chat: None,
+        to_bot: false,
+        on_message: None,
     };
     // Its own task: a client that hangs up must not cut a message off half handled.
     let router = state.router.clone();

@@ -14,7 +14,8 @@ pub struct Model {
     pub platform: String,
     pub chat_id: String,
     pub user_id: Option<i64>,
-    /// The platform's id for an inbound event.
+    /// The platform's id: for an inbound event its own (see `seen_updates` for dedupe);
+    /// for an outbound edit in place, the message it replaces.
     pub external_id: Option<String>,
     /// For a reply: the inbound message it answers.
     pub in_reply_to: Option<i64>,
