@@ -415,7 +415,7 @@ impl Outbox {
                 };
                 attempted += 1;
                 match deliverer.deliver(&msg).await {
-                    Ok(()) => sent.push((row.id, msg.to.platform)),
+                    Ok(()) => sent.push((row, msg.to.platform)),
                     Err(e) => match self.failed(&row, &msg, e).await {
                         Ok(false) => {}
                         Ok(true) => {
@@ -444,8 +444,8 @@ impl Outbox {
             round.attempted += attempted;
             sent.extend(delivered);
         }
-        let ids: Vec<i64> = sent.iter().map(|(id, _)| *id).collect();
-        self.store.mark_delivered(&ids).await?;
+        let rows: Vec<&message::Model> = sent.iter().map(|(row, _)| row).collect();
+        self.store.mark_delivered(&rows).await?;
         for (_, platform) in &sent {
             self.metrics
                 .message(platform.as_str(), false, status::DELIVERED);
@@ -508,7 +508,11 @@ impl Outbox {
 
     /// Checks the platform's limits without waiting; the wait when over them.
     fn over_limit(limits: &Limits, chat_id: &str, group: bool) -> Option<Duration> {
-        let clock = governor::clock::DefaultClock::default();
+        // One clock for the process: making one calibrates it (CPUID and all), which
+        // cost more than the checks themselves when it was made for every message.
+        static CLOCK: std::sync::LazyLock<governor::clock::DefaultClock> =
+            std::sync::LazyLock::new(governor::clock::DefaultClock::default);
+        let clock = &*CLOCK;
         if group
             && let Some(l) = &limits.per_group
             && let Err(not_until) = l.check_key(&chat_id.to_owned())

@@ -12,6 +12,7 @@ use crate::helpers::{Backend, FakePlatform, TestDb, backend_tests, spawn_app_wit
 
 backend_tests!(
     redelivered_events_are_answered_once,
+    events_arriving_together_are_deduped_each,
     groups_answer_only_commands_for_us,
     buttons_run_their_command,
     users_over_the_rate_limit_are_told_to_slow_down,
@@ -96,6 +97,42 @@ async fn redelivered_events_are_answered_once(backend: Backend) {
     assert_eq!(again, Handled::Duplicate);
     let log = tg_log(&app, "5").await;
     assert_eq!(log.len(), 2, "one inbound, one reply");
+    app.stop().await;
+}
+
+/// The dedupe reads of events arriving at once are answered by one query: each event
+/// still gets its own answer, across chats and platforms' ids.
+async fn events_arriving_together_are_deduped_each(backend: Backend) {
+    let (app, _tg, _db) = app_with_fake(backend, |_| {}).await;
+    let event = |i: usize| {
+        incoming(
+            &format!("{}", 700 + i % 7),
+            ChatKind::Private,
+            &format!("{}", 700 + i % 7),
+            text("/ping"),
+            Some(&format!("ev{i}")),
+        )
+    };
+    // Ten handled before, one at a time.
+    for i in 0..10 {
+        assert_eq!(send(&app, event(i)).await, vec!["pong"]);
+    }
+    // Forty at once: the ten again and thirty new ones.
+    let handled =
+        futures::future::join_all((0..40).map(|i| app.router.handle(event(i), ReplyMode::Outbox)))
+            .await;
+    for (i, h) in handled.into_iter().enumerate() {
+        let h = h.unwrap();
+        if i < 10 {
+            assert_eq!(h, Handled::Duplicate, "event {i} was handled before");
+        } else {
+            assert_eq!(replies(h), vec!["pong"], "event {i} is new");
+        }
+    }
+    let inbound = app
+        .count("SELECT COUNT(*) FROM messages WHERE direction = 'in'")
+        .await;
+    assert_eq!(inbound, 40, "each event recorded once");
     app.stop().await;
 }
 

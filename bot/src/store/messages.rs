@@ -210,50 +210,26 @@ impl Store {
     }
 
     /// Marks rows delivered in one statement: claimed rows a delivery round sent, or held
-    /// rows a console stream replayed.
-    pub async fn mark_delivered(&self, ids: &[i64]) -> Result<(), StoreError> {
-        if ids.is_empty() {
+    /// rows a console stream replayed. Their one-time secrets are masked now
+    /// ([`redact::mask`]): the outbox needed the text until delivery, the log must not
+    /// keep it. The rows are at hand, so only a row that had something masked costs a
+    /// statement of its own.
+    pub async fn mark_delivered(&self, rows: &[&message::Model]) -> Result<(), StoreError> {
+        use message::Column as C;
+        if rows.is_empty() {
             return Ok(());
         }
         message::Entity::update_many()
-            .col_expr(message::Column::Status, Expr::value(status::DELIVERED))
-            .col_expr(message::Column::Detail, Expr::value(Option::<String>::None))
-            .col_expr(
-                message::Column::Attempts,
-                Expr::col(message::Column::Attempts).add(1),
-            )
-            .col_expr(
-                message::Column::NextAttemptAt,
-                Expr::value(Option::<i64>::None),
-            )
-            .col_expr(message::Column::FinishedAt, Expr::value(now_millis()))
-            .filter(message::Column::Id.is_in(ids.iter().copied()))
-            .filter(message::Column::Status.is_in([status::HELD, status::PENDING]))
+            .col_expr(C::Status, Expr::value(status::DELIVERED))
+            .col_expr(C::Detail, Expr::value(Option::<String>::None))
+            .col_expr(C::Attempts, Expr::col(C::Attempts).add(1))
+            .col_expr(C::NextAttemptAt, Expr::value(Option::<i64>::None))
+            .col_expr(C::FinishedAt, Expr::value(now_millis()))
+            .filter(C::Id.is_in(rows.iter().map(|r| r.id)))
+            .filter(C::Status.is_in([status::HELD, status::PENDING]))
             .exec(&self.db)
             .await?;
-        self.mask_delivered(ids).await
-    }
-
-    /// Masks the one-time secrets of rows just delivered ([`redact::mask`]): the outbox
-    /// needed their text until now; the log must not keep it. Only the rows that may
-    /// carry one (a secret command, a `state=`, a code-shaped word) are read.
-    async fn mask_delivered(&self, ids: &[i64]) -> Result<(), StoreError> {
-        use message::Column as C;
-        let candidates = message::Entity::find()
-            .filter(C::Id.is_in(ids.iter().copied()))
-            .filter(C::Status.eq(status::DELIVERED))
-            .filter(
-                Condition::any()
-                    .add(C::Text.contains("/connect "))
-                    .add(C::Text.contains("/accept "))
-                    .add(C::Text.contains("/link "))
-                    .add(C::Text.contains("state="))
-                    .add(C::Text.like("%____-____%"))
-                    .add(C::Buttons.contains("state=")),
-            )
-            .all(&self.db)
-            .await?;
-        for row in candidates {
+        for row in rows {
             let text = redact::mask(&row.text);
             let buttons = row.buttons.as_deref().map(redact::mask);
             let buttons_changed = matches!(buttons, Some(std::borrow::Cow::Owned(_)));
@@ -264,6 +240,7 @@ impl Store {
                 .col_expr(C::Text, Expr::value(text.into_owned()))
                 .col_expr(C::Buttons, Expr::value(buttons.map(|b| b.into_owned())))
                 .filter(C::Id.eq(row.id))
+                .filter(C::Status.eq(status::DELIVERED))
                 .exec(&self.db)
                 .await?;
         }

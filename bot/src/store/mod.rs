@@ -1,11 +1,13 @@
 //! Storage: sea-orm entities and the queries the core needs, as methods on [`Store`].
 //! Hot paths (resolving who sent a message, web sessions) are cached in memory; audit and
-//! outbox rows go through a group-commit [`writer`] so many messages share one commit.
+//! outbox rows go through a group-commit [`writer`] so many messages share one commit,
+//! and dedupe reads through a batching [`seen`] reader.
 
 pub mod entities;
 mod lifecycle;
 mod messages;
 mod people;
+mod seen;
 mod sessions;
 mod sharing;
 mod spotify;
@@ -71,6 +73,7 @@ pub async fn connect(options: &DbOptions) -> Result<DatabaseConnection, DbErr> {
 pub struct Store {
     db: DatabaseConnection,
     writer: writer::Writer,
+    seen: seen::SeenReader,
     ids: IdGenerator,
     people: Mutex<HashMap<(Platform, String), people::Cached>>,
     sessions: Mutex<HashMap<String, WebSession>>,
@@ -90,6 +93,7 @@ impl Store {
     pub fn new(db: DatabaseConnection) -> Self {
         Self {
             writer: writer::Writer::start(db.clone()),
+            seen: seen::SeenReader::start(db.clone()),
             db,
             ids: IdGenerator::new(),
             people: Mutex::default(),
@@ -122,7 +126,8 @@ impl Store {
     /// Starts handling a platform event: `None` when it was handled before or is being
     /// handled now (a redelivery). The marker is written with the event's audit rows in
     /// their group commit ([`Store::record_seen`]), so a first sighting costs one indexed
-    /// read, not a commit of its own; an event whose handling fails leaves no marker and
+    /// read (shared with the other events arriving meanwhile, [`seen`]), not a commit of
+    /// its own; an event whose handling fails leaves no marker and
     /// is handled when the platform redelivers it. Within a process the guard also stops a
     /// second copy that arrives while the first is in flight.
     pub async fn begin_sighting(
@@ -130,8 +135,6 @@ impl Store {
         platform: Platform,
         external_id: &str,
     ) -> Result<Option<Sighting>, StoreError> {
-        use entities::seen_update;
-        use sea_orm::{ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter};
         let key = (platform, external_id.to_owned());
         if !self
             .in_flight
@@ -145,12 +148,8 @@ impl Store {
             store: self.clone(),
             key,
         };
-        let seen = seen_update::Entity::find()
-            .filter(seen_update::Column::Platform.eq(platform.as_str()))
-            .filter(seen_update::Column::ExternalId.eq(external_id))
-            .count(&self.db)
-            .await?;
-        Ok((seen == 0).then_some(guard))
+        let seen = self.seen.seen(platform, external_id).await?;
+        Ok((!seen).then_some(guard))
     }
 
     /// Forgets event ids seen before `before_ms` (redeliveries come within minutes).

@@ -6,7 +6,11 @@
 
 use std::sync::Arc;
 
-use sea_orm::{DatabaseConnection, DbBackend, DbErr, EntityTrait, TransactionTrait};
+use sea_orm::sea_query::{Alias, CommonTableExpression, WithClause};
+use sea_orm::{
+    ConnectionTrait, DatabaseConnection, DbBackend, DbErr, EntityTrait, QueryTrait,
+    TransactionTrait,
+};
 use tokio::sync::{Semaphore, mpsc, oneshot};
 
 use super::StoreError;
@@ -129,6 +133,28 @@ async fn insert(
         message::Entity::insert_many(rows.iter().map(|r| (*r).clone()))
             .exec_without_returning(db)
             .await?;
+        return Ok(());
+    }
+    if db.get_database_backend() == DbBackend::Postgres
+        && !rows.is_empty()
+        && rows.len() <= MAX_ROWS
+        && seen.len() <= MAX_ROWS
+    {
+        // PostgreSQL runs a data-modifying CTE and its statement as one: the markers and
+        // the rows in one atomic statement, again without BEGIN/COMMIT round trips.
+        let markers = seen_update::Entity::insert_many(seen.iter().map(|r| (*r).clone()))
+            .on_conflict_do_nothing()
+            .into_query();
+        let both = WithClause::new()
+            .cte(
+                CommonTableExpression::new()
+                    .query(markers)
+                    .table_name(Alias::new("markers"))
+                    .to_owned(),
+            )
+            .to_owned()
+            .query(message::Entity::insert_many(rows.iter().map(|r| (*r).clone())).into_query());
+        db.execute(&both).await?;
         return Ok(());
     }
     let txn = db.begin().await?;

@@ -347,7 +347,7 @@ async fn replay(
         tx.send(sse_event(&event_of(row))).await.map_err(|_| ())?;
         *last = (*last).max(row.id);
         if row.status == status::HELD || row.status == status::PENDING {
-            delivered.push(row.id);
+            delivered.push(row);
         }
     }
     if let Err(e) = store.mark_delivered(&delivered).await {

@@ -125,7 +125,9 @@ pub async fn run(args: TelegramArgs) -> anyhow::Result<()> {
                 let update = json!({ "update_id": base_id + i, "message": {
                     "message_id": i, "date": 1_700_000_000,
                     "chat": { "id": chat, "type": "private", "first_name": "L" },
-                    "from": { "id": chat, "is_bot": false, "first_name": "L" },
+                    // People have names of their own (a name everyone shares would
+                    // make each new user's handle take several tries).
+                    "from": { "id": chat, "is_bot": false, "first_name": format!("L{chat}") },
                     "text": text
                 }});
                 tracker.lock().unwrap().posted(&chat.to_string());
