@@ -36,3 +36,28 @@ pub trait CheckQueue: Send + Sync + std::fmt::Debug {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_old_per_share_job_decodes_as_superseded() {
+        let old: PlayCheck = serde_json::from_str(r#"{"share_id":42,"due_at":7}"#).unwrap();
+        assert_eq!(
+            old,
+            PlayCheck {
+                friend_id: 0,
+                due_at: 7
+            },
+            "friend 0 has no watch, so the job claims nothing"
+        );
+        let new = PlayCheck {
+            friend_id: 3,
+            due_at: 9,
+        };
+        let json = serde_json::to_string(&new).unwrap();
+        assert_eq!(json, r#"{"friend_id":3,"due_at":9}"#);
+        assert_eq!(serde_json::from_str::<PlayCheck>(&json).unwrap(), new);
+    }
+}
