@@ -538,34 +538,53 @@ async fn restart_and_reconcile_keep_every_share_watched(backend: Backend) {
     let (ned, _) = linked(&app, &fake, "ned").await;
     let (oli, _) = linked(&app, &fake, "oli").await;
     let (pat, _) = linked(&app, &fake, "pat").await;
+    let (ria, _) = linked(&app, &fake, "ria").await;
     befriend(&app, &ned, &oli).await;
     befriend(&app, &ned, &pat).await;
+    befriend(&app, &ned, &ria).await;
     // Two friends: a friend's job sweeps every share to them, so share two is to someone
     // else and nothing but that friend's own (reconciled) job can settle it.
     let one = short_id(&app.reply(&ned, &format!("/share oli {SHORT}")).await);
     let two = short_id(&app.reply(&ned, &format!("/share pat {OTHER}")).await);
     let pat_id = share_row(&app, &two).await.friend_id;
+    let three = short_id(&app.reply(&ned, &format!("/share ria {THIRD}")).await);
+    let ria_id = share_row(&app, &three).await.friend_id;
     app.stop().await;
 
     // The process "died" after storing share two but before enqueuing Pat's job: forget
     // that it was scheduled, and drop Pat's jobs from apalis's table.
     let db_conn = sea_orm::Database::connect(&db.url).await.unwrap();
     lose_jobs(&db_conn, pat_id).await;
+    // And it "died" after storing share three but before recording Ria's job at all: no
+    // watch row, no job. Reconcile must give Ria one from her pending share.
+    drop_jobs(&db_conn, ria_id).await;
+    db_conn
+        .execute_unprepared(&format!(
+            "DELETE FROM friend_watches WHERE friend_id = {ria_id}"
+        ))
+        .await
+        .unwrap();
     drop(db_conn);
     fake.record_play("oli_sp", SHORT, Utc::now());
     fake.record_play("pat_sp", OTHER, Utc::now());
+    fake.record_play("ria_sp", THIRD, Utc::now());
 
     let app = spawn(&db, &fake).await;
     let done = eventually(Duration::from_secs(15), || async {
-        share_status(&app, &one).await == "played" && share_status(&app, &two).await == "played"
+        share_status(&app, &one).await == "played"
+            && share_status(&app, &two).await == "played"
+            && share_status(&app, &three).await == "played"
     })
     .await;
-    assert!(done, "both shares were checked after the restart");
+    assert!(done, "every share was checked after the restart");
     // Each played notice was recorded once.
     let notices = app
-        .count("SELECT COUNT(*) FROM messages WHERE text LIKE '@oli played%' OR text LIKE '@pat played%'")
+        .count(
+            "SELECT COUNT(*) FROM messages WHERE text LIKE '@oli played%' \
+             OR text LIKE '@pat played%' OR text LIKE '@ria played%'",
+        )
         .await;
-    assert_eq!(notices, 2);
+    assert_eq!(notices, 3);
     app.stop().await;
 }
 
