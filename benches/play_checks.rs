@@ -1,7 +1,12 @@
 //! Play-check throughput: N pending shares across M friends, all due at once, worked by
 //! the real application (apalis worker, sharing service, rspotify) against a minimal fake
-//! Spotify on loopback. Reports checks per second, Spotify calls per sweep (must equal
-//! the friends due) and the database size per pending share.
+//! Spotify on loopback. Reports checks per second (shares settled), Spotify calls per
+//! sweep (must equal the friends due) and the database size per pending share.
+//!
+//! Progress is read without competing with the worker: the fake Spotify counts calls and
+//! notes the first, and the database is only counted (every 100 ms) once every friend
+//! has been called, to see the last shares settled. While the worker enqueues, the small
+//! `friend_watches` table is counted every 500 ms.
 //!
 //! ```sh
 //! SEGUE_BENCH_DATABASE_URL=postgres://postgres@127.0.0.1:5432/postgres \
@@ -13,8 +18,8 @@
 
 #![allow(clippy::print_stdout)] // the report is the output
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
@@ -55,13 +60,14 @@ fn args() -> Args {
 }
 
 /// A minimal Spotify: recently-played answers an empty page (nobody played anything, so
-/// every check runs its whole course), counted.
-async fn fake_spotify(calls: Arc<AtomicUsize>) -> String {
+/// every check runs its whole course), counted, the first call's time noted.
+async fn fake_spotify(calls: Arc<AtomicUsize>, first: Arc<OnceLock<Instant>>) -> String {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
     let app = axum::Router::new().route(
         "/v1/me/player/recently-played",
         axum::routing::get(move || {
+            first.get_or_init(Instant::now);
             calls.fetch_add(1, Ordering::Relaxed);
             async {
                 axum::Json(serde_json::json!({
@@ -120,7 +126,8 @@ async fn main() -> anyhow::Result<()> {
         ),
     };
     let calls = Arc::new(AtomicUsize::new(0));
-    let spotify = fake_spotify(calls.clone()).await;
+    let first_call = Arc::new(OnceLock::new());
+    let spotify = fake_spotify(calls.clone(), first_call.clone()).await;
 
     let key = [7u8; 32];
     let mut config = Config::default();
@@ -181,13 +188,13 @@ async fn main() -> anyhow::Result<()> {
     insert(
         &db,
         "shares",
-        "id, short_id, sharer_id, friend_id, track_id, track_name, track_artist, track_url, duration_ms, shared_at, status, next_check_at, scheduled",
+        "id, short_id, sharer_id, friend_id, track_id, track_name, track_artist, track_url, duration_ms, shared_at, status, next_check_at",
         (0..a.shares)
             .map(|i| {
                 let friend = i % a.friends + 1;
                 let sharer = a.friends + i % sharers + 1;
                 format!(
-                    "({}, 's{i}', {sharer}, {friend}, '4uLU6hMCjMI75M1A2tKUQC', 'Song', 'Artist', NULL, 1000, {}, 'pending', {due}, false)",
+                    "({}, 's{i}', {sharer}, {friend}, '4uLU6hMCjMI75M1A2tKUQC', 'Song', 'Artist', NULL, 1000, {}, 'pending', {due})",
                     i + 1,
                     now - 1000,
                 )
@@ -206,43 +213,74 @@ async fn main() -> anyhow::Result<()> {
     let db = core.store.db().clone();
     let enqueue_started = Instant::now();
     let before = calls.load(Ordering::Relaxed);
-    let (mut enqueued_at, mut first, mut last) = (None, None, None);
-    while last.is_none() {
-        let scheduled = count(&db, "SELECT COUNT(*) FROM shares WHERE scheduled = true").await;
+    // The worker gives every friend a job (reconcile) and enqueues it.
+    let mut enqueued_at = None;
+    while enqueued_at.is_none() && first_call.get().is_none() {
+        let scheduled = count(
+            &db,
+            "SELECT COUNT(*) FROM friend_watches WHERE check_scheduled = true",
+        )
+        .await;
+        if scheduled >= a.friends as i64 {
+            let t = Instant::now();
+            enqueued_at = Some(t);
+            eprintln!(
+                "enqueued {} friends' jobs ({} checks) in {:.1?} ({:.0} checks/s)",
+                a.friends,
+                a.shares,
+                t - enqueue_started,
+                a.shares as f64 / (t - enqueue_started).as_secs_f64()
+            );
+        } else {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    }
+    if enqueued_at.is_none() {
+        eprintln!("warning: checks started before all were enqueued; raise --due-in");
+    }
+    // Every friend called, then every share settled (its next check moved on). A stall
+    // (no call for 30 s) ends the wait, and the count below says what was missed.
+    while first_call.get().is_none() {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (mut seen, mut moved) = (0, Instant::now());
+    while calls.load(Ordering::Relaxed) - before < a.friends {
+        let now_calls = calls.load(Ordering::Relaxed);
+        if now_calls != seen {
+            (seen, moved) = (now_calls, Instant::now());
+        } else if moved.elapsed() > Duration::from_secs(30) {
+            eprintln!(
+                "warning: no Spotify call for 30 s; {} of {} friends called",
+                seen - before,
+                a.friends
+            );
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let last = loop {
         let done = count(
             &db,
             &format!("SELECT COUNT(*) FROM shares WHERE next_check_at <> {due}"),
         )
         .await;
-        let t = Instant::now();
-        if enqueued_at.is_none() && scheduled >= a.shares as i64 {
-            enqueued_at = Some(t);
-            eprintln!(
-                "enqueued {} checks in {:.1?} ({:.0}/s)",
-                a.shares,
-                t - enqueue_started,
-                a.shares as f64 / (t - enqueue_started).as_secs_f64()
-            );
-        }
-        if done > 0 && first.is_none() {
-            first = Some(t);
-            if enqueued_at.is_none() {
-                eprintln!("warning: checks started before all were enqueued; raise --due-in");
+        if done >= a.shares as i64 || moved.elapsed() > Duration::from_secs(60) {
+            if done < a.shares as i64 {
+                eprintln!("warning: only {done} of {} shares settled", a.shares);
             }
+            break Instant::now();
         }
-        if done >= a.shares as i64 {
-            last = Some(t);
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
-    let elapsed = match (first, last) {
-        (Some(f), Some(l)) => l - f,
-        _ => Duration::ZERO,
+        tokio::time::sleep(Duration::from_millis(100)).await;
     };
+    let elapsed = first_call.get().map_or(Duration::ZERO, |f| last - *f);
     let sweeps = calls.load(Ordering::Relaxed) - before;
     let (table_bytes, apalis_bytes) = match db.get_database_backend() {
         DbBackend::Postgres => (
-            count(&db, "SELECT pg_total_relation_size('shares')").await,
+            count(
+                &db,
+                "SELECT (pg_total_relation_size('shares') + pg_total_relation_size('friend_watches'))::bigint",
+            )
+            .await,
             count(
                 &db,
                 "SELECT COALESCE(SUM(pg_total_relation_size(c.oid)), 0)::bigint FROM pg_class c \
@@ -250,7 +288,14 @@ async fn main() -> anyhow::Result<()> {
             )
             .await,
         ),
-        _ => (0, 0),
+        _ => (
+            count(
+                &db,
+                "SELECT page_count * page_size FROM pragma_page_count(), pragma_page_size()",
+            )
+            .await,
+            0,
+        ),
     };
     println!("backend            {:?}", db.get_database_backend());
     println!("pending shares     {}", a.shares);
@@ -265,11 +310,16 @@ async fn main() -> anyhow::Result<()> {
         "Spotify calls      {sweeps} ({:.2} per friend due)",
         sweeps as f64 / a.friends as f64
     );
-    if table_bytes > 0 {
+    if apalis_bytes > 0 {
         println!(
-            "database size      shares {:.0} B + apalis {:.0} B per pending share",
+            "database size      shares and friend_watches {:.0} B + apalis {:.0} B per pending share",
             table_bytes as f64 / a.shares as f64,
             apalis_bytes as f64 / a.shares as f64
+        );
+    } else if table_bytes > 0 {
+        println!(
+            "database size      {:.0} B per pending share (the whole SQLite file, users and links too)",
+            table_bytes as f64 / a.shares as f64,
         );
     }
     shutdown.cancel();

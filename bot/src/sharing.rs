@@ -2,14 +2,27 @@
 //! `[sharing]` schedule (first at `max(track length, min_first_check)`, then every
 //! `fast_interval` for `fast_for`, then every `slow_interval` until `give_up_after`).
 //!
-//! Each share has one job per check ([`PlayCheck`]); a check reads the friend's
-//! recently-played history after a per-friend cursor and answers *every* pending share to
-//! that friend at once, so checks due together for one friend cost one Spotify call.
-//! Every state change is a conditional update: a retried or duplicated job notifies
-//! nobody twice, and the notice is recorded in the same transaction as the change.
+//! Each *friend* with pending shares has one apalis job ([`PlayCheck`]), due at the
+//! earliest next check of the shares to them (`friend_watches.check_at`). The job claims
+//! that time with a conditional update (a stale or duplicate job finds it gone and does
+//! nothing), reads the friend's recently-played history once, after a per-friend cursor,
+//! and settles every share it answers: a played share is finished (whether due or not),
+//! and each due share's `next_check_at` moves on the schedule, in one statement per
+//! distinct next time. Then it makes the friend's job due at the earliest next check of
+//! the shares still pending and enqueues that one job. A new share (or a resumed watch)
+//! whose first check comes before the friend's job brings the job forward. So Spotify
+//! calls, and jobs, grow with the friends due, not the shares.
+//!
+//! A pending share is never left without a check: the job time is in the database
+//! before its job is enqueued, a run holds its claim as a lease (the time a retry is
+//! due, should it die), and [`Sharing::reconcile`] (at start and every
+//! `reconcile_every`) enqueues every friend's job not known to be enqueued and gives a
+//! job to any friend whose pending shares lack one. Every share state change is a
+//! conditional update: a retried or duplicated job notifies nobody twice, and the
+//! notice is recorded in the same transaction as the change.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::TimeDelta;
@@ -20,7 +33,7 @@ use crate::message::{Button, Outgoing, Reply};
 use crate::outbox::Outbox;
 use crate::spotify::{Spotify, SpotifyError};
 use crate::store::entities::share::{self, status};
-use crate::store::entities::user;
+use crate::store::entities::{friend_watch, user};
 use crate::store::{NewMessage, Store, StoreError};
 use crate::when::{ago, span};
 
@@ -94,6 +107,12 @@ impl SharingSettings {
         };
         Some(next.min(give_up))
     }
+
+    /// How long a running check holds its friend's job: should the run die, the job is
+    /// retried this long after it started (as a failed check would be).
+    pub fn lease(&self) -> Duration {
+        RETRY_AFTER_FAILURE.min(self.fast_interval)
+    }
 }
 
 /// Retry a check this long after Spotify failed (or its `Retry-After`, when longer; or
@@ -125,8 +144,6 @@ pub struct Sharing {
     outbox: Arc<Outbox>,
     spotify: Arc<Spotify>,
     queue: Arc<dyn CheckQueue>,
-    /// One sweep per friend at a time (in this process).
-    friends: Mutex<HashMap<i64, Arc<tokio::sync::Mutex<()>>>>,
 }
 
 impl std::fmt::Debug for Sharing {
@@ -154,7 +171,6 @@ impl Sharing {
             outbox,
             spotify,
             queue,
-            friends: Mutex::default(),
         }
     }
 
@@ -203,7 +219,6 @@ impl Sharing {
             }
             .to_owned(),
             next_check_at: watched.then(|| self.settings.first_check(now, duration_ms)),
-            scheduled: false,
             played_at: None,
             finished_at: None,
             notice_id: None,
@@ -236,7 +251,7 @@ impl Sharing {
         self.store.record(notice).await?;
         self.outbox.wake();
         if let Some(due_at) = row.next_check_at {
-            self.schedule(row.id, due_at).await;
+            self.bring_forward(friend.id, due_at, now - 1).await;
         }
         tracing::info!(
             share = row.id,
@@ -261,37 +276,45 @@ impl Sharing {
     /// Starts watching the shares waiting for this friend to link Spotify (or paused by a
     /// broken link): their next check is due now.
     pub async fn resume(&self, friend_id: i64) -> Result<usize, StoreError> {
-        let resumed = self.store.resume_shares_to(friend_id, now_millis()).await?;
-        for (id, due_at) in &resumed {
-            self.schedule(*id, *due_at).await;
-        }
-        if !resumed.is_empty() {
+        let now = now_millis();
+        let resumed = self.store.resume_shares_to(friend_id, now).await?;
+        if let Some(oldest) = resumed.iter().map(|s| s.shared_at).min() {
+            self.bring_forward(friend_id, now, oldest - 1).await;
             tracing::info!(friend = friend_id, shares = resumed.len(), "watch resumed");
         }
         Ok(resumed.len())
     }
 
-    /// Enqueues the checks of watched shares that have none recorded (the process stopped
-    /// between deciding a check and enqueuing it). Duplicates are harmless: only one job
-    /// per check claims the next one.
+    /// Enqueues the friends' jobs that are not known to be enqueued (the process stopped,
+    /// or the queue failed, between deciding a job and enqueuing it; or a run died
+    /// holding its lease), after giving a job time to every friend whose pending shares
+    /// have none before their earliest check. Duplicates are harmless: only one job per
+    /// due time claims it. How many jobs were enqueued.
     pub async fn reconcile(&self) -> Result<usize, StoreError> {
+        let healed = self.store.heal_friend_checks().await?;
+        if healed > 0 {
+            tracing::info!(
+                friends = healed,
+                "pending shares without a friend's job: given one"
+            );
+        }
         let mut total = 0;
         loop {
-            let missing = self.store.unscheduled_checks(500).await?;
+            let missing = self.store.unscheduled_friend_checks(500).await?;
             if missing.is_empty() {
                 return Ok(total);
             }
             let n = missing.len();
             let checks = missing
                 .iter()
-                .map(|&(share_id, due_at)| PlayCheck { share_id, due_at })
+                .map(|&(friend_id, due_at)| PlayCheck { friend_id, due_at })
                 .collect();
             if let Err(e) = self.queue.enqueue_many(checks).await {
                 // The queue is down: the next reconcile tries again.
                 tracing::error!(error = %e, "could not enqueue play checks");
                 return Ok(total);
             }
-            self.store.mark_scheduled_many(&missing).await?;
+            self.store.mark_friend_checks_scheduled(&missing).await?;
             total += n;
             if n < 500 {
                 return Ok(total);
@@ -327,36 +350,108 @@ impl Sharing {
         }
     }
 
-    /// Enqueues a check and records that it is; `false` when the queue refused.
-    async fn schedule(&self, share_id: i64, due_at: i64) -> bool {
-        match self.queue.enqueue(PlayCheck { share_id, due_at }).await {
-            Ok(()) => {
-                if let Err(e) = self.store.mark_scheduled(share_id, due_at).await {
-                    tracing::warn!(error = %e, share = share_id, "could not mark a check scheduled; it will be reconciled");
-                }
-                true
-            }
+    /// Makes the friend's job due at `due_at` unless it already is due sooner, and then
+    /// enqueues it. A failure is logged: [`Sharing::reconcile`] repairs it.
+    async fn bring_forward(&self, friend_id: i64, due_at: i64, cursor_ms: i64) {
+        match self
+            .store
+            .bring_friend_check_forward(friend_id, due_at, cursor_ms)
+            .await
+        {
+            Ok(true) => self.schedule(friend_id, due_at).await,
+            Ok(false) => {}
             Err(e) => {
-                tracing::error!(error = %e, share = share_id, "could not enqueue a play check; it will be reconciled");
-                false
+                tracing::error!(error = %e, friend = friend_id, "could not bring the friend's play check forward; it will be reconciled");
             }
         }
     }
 
-    /// Runs one play check (the job). `Err` only for storage failures: the job is retried.
+    /// Enqueues the friend's job due at `due_at` and records that it is. A failure is
+    /// logged: the job time is in the database, and [`Sharing::reconcile`] enqueues it.
+    async fn schedule(&self, friend_id: i64, due_at: i64) {
+        match self.queue.enqueue(PlayCheck { friend_id, due_at }).await {
+            Ok(()) => {
+                if let Err(e) = self
+                    .store
+                    .mark_friend_check_scheduled(friend_id, due_at)
+                    .await
+                {
+                    tracing::warn!(error = %e, friend = friend_id, "could not mark a check scheduled; it will be reconciled");
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, friend = friend_id, "could not enqueue a play check; it will be reconciled");
+            }
+        }
+    }
+
+    /// Runs one friend's play check (the job). `Err` only for storage failures; the
+    /// friend's check is then due again after the lease ([`SharingSettings::lease`]).
     pub async fn run_check(&self, check: PlayCheck) -> Result<(), StoreError> {
-        let Some(share) = self.store.share(check.share_id).await? else {
+        let now = now_millis();
+        let lease = now.saturating_add(ms(self.settings.lease()));
+        let Some(watch) = self
+            .store
+            .claim_friend_check(check.friend_id, check.due_at, lease)
+            .await?
+        else {
+            tracing::debug!(
+                friend = check.friend_id,
+                due_at = check.due_at,
+                "check superseded"
+            );
             return Ok(());
         };
-        if share.status != status::PENDING || share.next_check_at != Some(check.due_at) {
-            tracing::debug!(share = share.id, "check superseded");
-            return Ok(());
+        // The shares due by the job's time are its to settle, even should the queue run
+        // it a moment early.
+        let read = match self.sweep(&watch, now, now.max(check.due_at)).await {
+            Ok(read) => read,
+            Err(e) => {
+                // The claim holds the lease: have the retry enqueued now rather than at
+                // the next reconcile (a duplicate of it is harmless).
+                self.schedule(check.friend_id, lease).await;
+                return Err(e);
+            }
+        };
+        match self
+            .store
+            .end_friend_check(check.friend_id, lease, read)
+            .await?
+        {
+            Some(Some(next)) => self.schedule(check.friend_id, next).await,
+            Some(None) => tracing::debug!(friend = check.friend_id, "nothing left to watch"),
+            // A share brought the friend's check forward meanwhile: that job goes on.
+            None => tracing::debug!(friend = check.friend_id, "check taken over"),
         }
-        let now = now_millis();
-        match self.sweep_friend(share.friend_id, check.due_at).await {
-            Ok(()) => {}
+        Ok(())
+    }
+
+    /// Settles the friend's shares at `now`: reads their new plays (when any share is
+    /// due by `due_by`), finishes every pending share that was played and moves each due
+    /// one's next check (or gives it up). The history read, `(cursor, when)`, to record.
+    async fn sweep(
+        &self,
+        watch: &friend_watch::Model,
+        now: i64,
+        due_by: i64,
+    ) -> Result<Option<(i64, i64)>, StoreError> {
+        let friend_id = watch.friend_id;
+        let pending = self.store.pending_shares_to(friend_id).await?;
+        let due: Vec<&share::Model> = pending
+            .iter()
+            .filter(|s| s.next_check_at.is_some_and(|t| t <= due_by))
+            .collect();
+        if due.is_empty() {
+            // A cancelled share's check, say: nothing to ask Spotify about.
+            return Ok(None);
+        }
+        let after = watch.cursor_ms;
+        let started = now_millis();
+        let plays = match self.spotify.recently_played(friend_id, after).await {
+            Ok(plays) => plays,
             Err(SpotifyError::NotLinked | SpotifyError::LinkBroken) => {
-                return self.pause(share.friend_id).await;
+                self.pause(friend_id).await?;
+                return Ok(None);
             }
             Err(SpotifyError::Store(e)) => return Err(e),
             Err(e) => {
@@ -364,90 +459,74 @@ impl Sharing {
                     SpotifyError::RateLimited(d) => d,
                     _ => Duration::ZERO,
                 };
-                return match self.settings.retry_check(share.shared_at, now, retry_after) {
-                    Some(next) => {
-                        tracing::warn!(error = %e, share = share.id, in_ms = next - now, "play check failed; rescheduled");
-                        self.claim_next(&share, check.due_at, next).await
-                    }
-                    None => {
-                        tracing::warn!(error = %e, share = share.id, "play check failed at give-up time; giving up");
-                        self.give_up(&share, now).await.map(drop)
-                    }
-                };
+                tracing::warn!(error = %e, friend = friend_id, shares = due.len(), "play check failed; rescheduled");
+                self.settle(
+                    &due,
+                    |s| self.settings.retry_check(s.shared_at, now, retry_after),
+                    now,
+                )
+                .await?;
+                return Ok(None);
             }
-        }
-        // If the sweep settled this share, the conditional updates below find it
-        // finished and do nothing; no need to read it again.
-        match self
-            .settings
-            .next_check(share.shared_at, share.duration_ms, now)
-        {
-            Some(next) => self.claim_next(&share, check.due_at, next).await,
-            None => self.give_up(&share, now).await.map(drop),
-        }
-    }
-
-    async fn claim_next(
-        &self,
-        share: &share::Model,
-        due_at: i64,
-        next: i64,
-    ) -> Result<(), StoreError> {
-        if self.store.claim_check(share.id, due_at, next).await? {
-            self.schedule(share.id, next).await;
-        }
-        Ok(())
-    }
-
-    /// Reads the friend's new plays (unless a read since `due_at` already covered them)
-    /// and finishes every pending share to them that was played.
-    async fn sweep_friend(&self, friend_id: i64, due_at: i64) -> Result<(), SpotifyError> {
-        let lock = {
-            let mut friends = self.friends.lock().unwrap_or_else(|e| e.into_inner());
-            if friends.len() > 100_000 {
-                friends.retain(|_, l| Arc::strong_count(l) > 1);
-            }
-            friends.entry(friend_id).or_default().clone()
         };
-        let _turn = lock.lock().await;
-        let watch = self.store.friend_watch(friend_id).await?;
-        if watch.as_ref().is_some_and(|w| w.fetched_at >= due_at) {
-            return Ok(());
-        }
-        let pending = self.store.pending_shares_to(friend_id).await?;
-        let Some(oldest) = pending.iter().map(|s| s.shared_at).min() else {
-            return Ok(());
-        };
-        let after = watch.map_or(oldest - 1, |w| w.cursor_ms);
-        let started = now_millis();
-        let plays = self.spotify.recently_played(friend_id, after).await?;
-        let mut played = 0;
+        let mut played = Vec::new();
         for share in &pending {
             let hit = plays
                 .iter()
                 .find(|p| p.track_id == share.track_id && p.played_at >= share.shared_at);
-            if let Some(play) = hit
-                && self.finish_played(share, play.played_at).await?
-            {
-                played += 1;
+            if let Some(play) = hit {
+                // Finished either way: by this run or by a racing one.
+                self.finish_played(share, play.played_at).await?;
+                played.push(share.id);
             }
         }
+        let unplayed: Vec<&share::Model> = due
+            .into_iter()
+            .filter(|s| !played.contains(&s.id))
+            .collect();
+        self.settle(
+            &unplayed,
+            |s| self.settings.next_check(s.shared_at, s.duration_ms, now),
+            now,
+        )
+        .await?;
         let cursor = plays
             .iter()
             .map(|p| p.played_at)
             .max()
             .unwrap_or(after)
             .max(after);
-        self.store
-            .save_friend_watch(friend_id, cursor, started)
-            .await?;
         tracing::debug!(
             friend = friend_id,
             plays = plays.len(),
             pending = pending.len(),
-            played,
+            played = played.len(),
             "friend swept"
         );
+        Ok(Some((cursor, started)))
+    }
+
+    /// Moves each share's next check to `next(share)`, one statement per distinct time
+    /// (shares in the same phase of the schedule share one), or gives it up at `now`
+    /// when its watch is over.
+    async fn settle(
+        &self,
+        shares: &[&share::Model],
+        next: impl Fn(&share::Model) -> Option<i64>,
+        now: i64,
+    ) -> Result<(), StoreError> {
+        let mut moves: BTreeMap<i64, Vec<i64>> = BTreeMap::new();
+        for share in shares {
+            match next(share) {
+                Some(at) => moves.entry(at).or_default().push(share.id),
+                None => {
+                    self.give_up(share, now).await?;
+                }
+            }
+        }
+        for (at, ids) in moves {
+            self.store.move_checks(&ids, at).await?;
+        }
         Ok(())
     }
 

@@ -1,6 +1,8 @@
 //! The play-check queue and worker on apalis, in the same database as everything else:
 //! apalis-postgres on PostgreSQL, apalis-sqlite on SQLite. [`PlayChecks`] is the core's
 //! [`CheckQueue`]; [`run`] works the queue, calling `Sharing::run_check` for each job.
+//! A job is one friend's check, settling every due share to them (see
+//! `segue_bot::sharing`).
 //!
 //! Timing: apalis stores `run_at` in whole seconds, so a check is enqueued for the second
 //! after its `due_at` (never early), and the worker polls every [`POLL`]; a check runs
@@ -22,7 +24,8 @@ pub const POLL: Duration = Duration::from_secs(1);
 /// The queue's name in apalis's tables.
 pub const QUEUE: &str = "play-checks";
 
-/// Checks worked on at once (each waits on the database or Spotify most of the time).
+/// Friends' checks worked on at once (each waits on the database or Spotify most of the
+/// time).
 const CONCURRENCY: usize = 32;
 /// Due checks fetched per query.
 const BATCH: usize = 50;
@@ -147,17 +150,18 @@ impl CheckQueue for PlayChecks {
     }
 }
 
-/// One job: run the check. A storage failure makes apalis retry it.
+/// One job: run the check. A storage failure fails the job (a retry of it is superseded):
+/// the friend's check is due again at the lease `run_check` took, and reconciled if need be.
 async fn check(job: PlayCheck, sharing: Data<Arc<Sharing>>) -> Result<(), BoxDynError> {
     sharing.run_check(job).await.map_err(|e| {
-        tracing::error!(error = %e, share = job.share_id, "play check failed; apalis retries it");
+        tracing::error!(error = %e, friend = job.friend_id, "play check failed; it is retried after its lease");
         Box::new(e) as BoxDynError
     })
 }
 
-/// Every `reconcile_every` until `shutdown`, starting now: enqueues the checks that have no
-/// job (an enqueue failed, or the process stopped before it) and expires the unwatched
-/// shares past their give-up time.
+/// Every `reconcile_every` until `shutdown`, starting now: enqueues the friends' checks
+/// that have no job (an enqueue failed, or the process stopped before it) and expires the
+/// unwatched shares past their give-up time.
 async fn tend(sharing: Arc<Sharing>, shutdown: CancellationToken) {
     let every = sharing.settings().reconcile_every;
     loop {

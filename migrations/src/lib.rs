@@ -10,6 +10,7 @@ mod m20261122_000001_create_core_tables;
 mod m20261122_000002_create_spotify_tables;
 mod m20261122_000003_create_sharing_tables;
 mod m20261201_000001_add_messaging_window;
+mod m20261201_000002_per_friend_play_checks;
 
 /// Every migration, oldest first.
 #[derive(Debug)]
@@ -23,6 +24,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261122_000002_create_spotify_tables::Migration),
             Box::new(m20261122_000003_create_sharing_tables::Migration),
             Box::new(m20261201_000001_add_messaging_window::Migration),
+            Box::new(m20261201_000002_per_friend_play_checks::Migration),
         ]
     }
 }

@@ -2,7 +2,8 @@
 //! for a second platform): invite/accept, `/share`, the apalis play checks on a short
 //! configured schedule (the week-long schedule runs in seconds), the played and give-up
 //! notices exactly once, cancel, non-friends, a friend who links later, a broken link,
-//! coalesced Spotify calls, restarts and reconcile, and `run_at` honoured to the second.
+//! coalesced Spotify calls and one job per friend (not per share), restarts and
+//! reconcile, superseded and duplicate jobs, and `run_at` honoured to the second.
 
 use std::time::{Duration, Instant};
 
@@ -20,6 +21,8 @@ backend_tests!(
     share_across_platforms_and_hear_it_played,
     give_up_cancel_and_non_friends,
     checks_for_one_friend_share_one_spotify_call,
+    one_job_settles_every_due_share_to_a_friend,
+    a_share_due_before_the_friends_job_is_checked_on_time,
     friend_links_later_and_broken_links_pause,
     restart_and_reconcile_keep_every_share_watched,
     reconcile_also_runs_while_the_app_runs,
@@ -34,6 +37,9 @@ backend_tests!(
 /// Short songs, so the first check isn't a whole song away.
 const SHORT: &str = "1ShortSongForTests0001";
 const OTHER: &str = "1ShortSongForTests0002";
+const THIRD: &str = "1ShortSongForTests0003";
+/// An hour long: its first check is an hour after sharing.
+const LONG: &str = "1LongSongForTests00001";
 
 fn short_schedule(c: &mut segue::Config) {
     c.sharing.min_first_check = Duration::from_secs(1);
@@ -47,6 +53,8 @@ async fn fake() -> FakeSpotify {
     let fake = FakeSpotify::start().await;
     fake.add_track(SHORT, "Short Song", "The Testers", 1000);
     fake.add_track(OTHER, "Zebra Crossing", "The Testers", 1000);
+    fake.add_track(THIRD, "Third Time", "The Testers", 1000);
+    fake.add_track(LONG, "Long Song", "The Testers", 3_600_000);
     fake
 }
 
@@ -173,32 +181,45 @@ async fn gave_up_once(
     text
 }
 
-/// Deletes a share's play-check jobs from apalis's own table, as if they had never been
-/// enqueued; how many there were.
-async fn drop_jobs(db: &impl ConnectionTrait, share_id: i64) -> u64 {
+/// The `WHERE` condition on apalis's table picking a friend's play-check jobs (due at
+/// `due_at`, when given).
+fn jobs_of(db: &impl ConnectionTrait, friend_id: i64, due_at: Option<i64>) -> String {
     let queue = segue_jobs::play_check::QUEUE;
-    let sql = match db.get_database_backend() {
-        DbBackend::Postgres => format!(
-            "DELETE FROM apalis.jobs WHERE job_type = '{queue}' \
-             AND (convert_from(job, 'UTF8')::jsonb ->> 'share_id')::bigint = {share_id}"
-        ),
-        _ => format!(
-            "DELETE FROM Jobs WHERE job_type = '{queue}' \
-             AND json_extract(CAST(job AS TEXT), '$.share_id') = {share_id}"
-        ),
+    let postgres = db.get_database_backend() == DbBackend::Postgres;
+    let field = |f: &str| {
+        if postgres {
+            format!("(convert_from(job, 'UTF8')::jsonb ->> '{f}')::bigint")
+        } else {
+            format!("json_extract(CAST(job AS TEXT), '$.{f}')")
+        }
     };
+    let table = if postgres { "apalis.jobs" } else { "Jobs" };
+    let mut sql = format!(
+        "FROM {table} WHERE job_type = '{queue}' AND {} = {friend_id}",
+        field("friend_id")
+    );
+    if let Some(due_at) = due_at {
+        sql.push_str(&format!(" AND {} = {due_at}", field("due_at")));
+    }
+    sql
+}
+
+/// Deletes a friend's play-check jobs from apalis's own table, as if they had never been
+/// enqueued; how many there were.
+async fn drop_jobs(db: &impl ConnectionTrait, friend_id: i64) -> u64 {
+    let sql = format!("DELETE {}", jobs_of(db, friend_id, None));
     db.execute_unprepared(&sql).await.unwrap().rows_affected()
 }
 
-/// Forgets that a share's check was enqueued, and drops its jobs: what a failed enqueue
-/// (or a crash before it) leaves behind.
-async fn lose_jobs(db: &impl ConnectionTrait, share_id: i64) {
+/// Forgets that a friend's check was enqueued, and drops their jobs: what a failed
+/// enqueue (or a crash before it) leaves behind.
+async fn lose_jobs(db: &impl ConnectionTrait, friend_id: i64) {
     assert!(
-        drop_jobs(db, share_id).await >= 1,
-        "the share had a job in apalis's table"
+        drop_jobs(db, friend_id).await >= 1,
+        "the friend had a job in apalis's table"
     );
     db.execute_unprepared(&format!(
-        "UPDATE shares SET scheduled = false WHERE id = {share_id}"
+        "UPDATE friend_watches SET check_scheduled = false WHERE friend_id = {friend_id}"
     ))
     .await
     .unwrap();
@@ -517,34 +538,53 @@ async fn restart_and_reconcile_keep_every_share_watched(backend: Backend) {
     let (ned, _) = linked(&app, &fake, "ned").await;
     let (oli, _) = linked(&app, &fake, "oli").await;
     let (pat, _) = linked(&app, &fake, "pat").await;
+    let (ria, _) = linked(&app, &fake, "ria").await;
     befriend(&app, &ned, &oli).await;
     befriend(&app, &ned, &pat).await;
-    // Two friends: a check of one share sweeps every share to that friend, so share two
-    // is to someone else and nothing but its own (reconciled) job can settle it.
+    befriend(&app, &ned, &ria).await;
+    // Two friends: a friend's job sweeps every share to them, so share two is to someone
+    // else and nothing but that friend's own (reconciled) job can settle it.
     let one = short_id(&app.reply(&ned, &format!("/share oli {SHORT}")).await);
     let two = short_id(&app.reply(&ned, &format!("/share pat {OTHER}")).await);
-    let two_id = share_row(&app, &two).await.id;
+    let pat_id = share_row(&app, &two).await.friend_id;
+    let three = short_id(&app.reply(&ned, &format!("/share ria {THIRD}")).await);
+    let ria_id = share_row(&app, &three).await.friend_id;
     app.stop().await;
 
-    // The process "died" after storing share two but before enqueuing its job: forget
-    // that it was scheduled, and drop its jobs from apalis's table.
+    // The process "died" after storing share two but before enqueuing Pat's job: forget
+    // that it was scheduled, and drop Pat's jobs from apalis's table.
     let db_conn = sea_orm::Database::connect(&db.url).await.unwrap();
-    lose_jobs(&db_conn, two_id).await;
+    lose_jobs(&db_conn, pat_id).await;
+    // And it "died" after storing share three but before recording Ria's job at all: no
+    // watch row, no job. Reconcile must give Ria one from her pending share.
+    drop_jobs(&db_conn, ria_id).await;
+    db_conn
+        .execute_unprepared(&format!(
+            "DELETE FROM friend_watches WHERE friend_id = {ria_id}"
+        ))
+        .await
+        .unwrap();
     drop(db_conn);
     fake.record_play("oli_sp", SHORT, Utc::now());
     fake.record_play("pat_sp", OTHER, Utc::now());
+    fake.record_play("ria_sp", THIRD, Utc::now());
 
     let app = spawn(&db, &fake).await;
     let done = eventually(Duration::from_secs(15), || async {
-        share_status(&app, &one).await == "played" && share_status(&app, &two).await == "played"
+        share_status(&app, &one).await == "played"
+            && share_status(&app, &two).await == "played"
+            && share_status(&app, &three).await == "played"
     })
     .await;
-    assert!(done, "both shares were checked after the restart");
+    assert!(done, "every share was checked after the restart");
     // Each played notice was recorded once.
     let notices = app
-        .count("SELECT COUNT(*) FROM messages WHERE text LIKE '@oli played%' OR text LIKE '@pat played%'")
+        .count(
+            "SELECT COUNT(*) FROM messages WHERE text LIKE '@oli played%' \
+             OR text LIKE '@pat played%' OR text LIKE '@ria played%'",
+        )
         .await;
-    assert_eq!(notices, 2);
+    assert_eq!(notices, 3);
     app.stop().await;
 }
 
@@ -563,7 +603,7 @@ async fn reconcile_also_runs_while_the_app_runs(backend: Backend) {
     befriend(&app, &wes, &xia).await;
     let short = short_id(&app.reply(&wes, &format!("/share xia {SHORT}")).await);
     // The enqueue "failed" while the app runs: no job, and the share says so.
-    lose_jobs(app.core.store.db(), share_row(&app, &short).await.id).await;
+    lose_jobs(app.core.store.db(), share_row(&app, &short).await.friend_id).await;
     fake.record_play("xia_sp", SHORT, Utc::now());
     // No restart: the worker's periodic reconcile enqueues the check again.
     assert!(
@@ -715,11 +755,23 @@ async fn a_retried_check_notifies_once(backend: Backend) {
         .await
         .unwrap()
         .unwrap();
+    let watch = app
+        .core
+        .store
+        .friend_watch(share.friend_id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        watch.check_at, share.next_check_at,
+        "the friend's job is the share's"
+    );
     let check = PlayCheck {
-        share_id: share.id,
-        due_at: share.next_check_at.unwrap(),
+        friend_id: share.friend_id,
+        due_at: watch.check_at.unwrap(),
     };
     let sharing = app.core.sharing.clone().unwrap();
+    let before = fake.calls(RECENTLY_PLAYED);
     // The same job three times at once, then again (a retry after a crash).
     let runs: Vec<_> = (0..3)
         .map(|_| {
@@ -736,6 +788,197 @@ async fn a_retried_check_notifies_once(backend: Backend) {
         .count("SELECT COUNT(*) FROM messages WHERE text LIKE '@quinn played%'")
         .await;
     assert_eq!(notices, 1);
+    assert_eq!(
+        fake.calls(RECENTLY_PLAYED) - before,
+        1,
+        "one run claimed the job; the duplicates were superseded"
+    );
+    app.stop().await;
+}
+
+/// Three shares to one friend: two due at different times (both past), one not due. One
+/// run of the friend's job settles both due shares with one Spotify call, moves the
+/// unplayed one on the schedule, leaves the one not due alone, and enqueues one job at the
+/// earliest next check; the same job again, or a stale one, does nothing.
+async fn one_job_settles_every_due_share_to_a_friend(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let fake = fake().await;
+    let app = spawn_with(&db, &fake, |c| {
+        // Nothing comes due by itself: this test runs the friend's job.
+        c.sharing.min_first_check = Duration::from_secs(3600);
+        c.sharing.fast_interval = Duration::from_secs(60);
+        c.sharing.fast_for = Duration::from_secs(3600);
+        c.sharing.slow_interval = Duration::from_secs(3600);
+        c.sharing.give_up_after = Duration::from_secs(7 * 24 * 3600);
+    })
+    .await;
+    let (fay, _) = linked(&app, &fake, "fay").await;
+    let (gus, _) = linked(&app, &fake, "gus").await;
+    let (hal, _) = linked(&app, &fake, "hal").await;
+    let (ida, _) = linked(&app, &fake, "ida").await;
+    for sharer in [&gus, &hal, &ida] {
+        befriend(&app, &fay, sharer).await;
+    }
+    let g = short_id(&app.reply(&gus, &format!("/share fay {SHORT}")).await);
+    let h = short_id(&app.reply(&hal, &format!("/share fay {OTHER}")).await);
+    let i = short_id(&app.reply(&ida, &format!("/share fay {THIRD}")).await);
+    let (g_row, h_row, i_row) = (
+        share_row(&app, &g).await,
+        share_row(&app, &h).await,
+        share_row(&app, &i).await,
+    );
+    let fay_id = g_row.friend_id;
+    let watch = app.core.store.friend_watch(fay_id).await.unwrap().unwrap();
+    assert_eq!(
+        watch.check_at, g_row.next_check_at,
+        "one job, at the earliest check"
+    );
+    assert!(watch.check_scheduled);
+    assert_eq!(
+        app.count(&format!(
+            "SELECT COUNT(*) {}",
+            jobs_of(app.core.store.db(), fay_id, None)
+        ))
+        .await,
+        1,
+        "one job for three shares"
+    );
+
+    // Gus's share was made an hour ago and is two seconds overdue (its fast phase);
+    // Hal's is a second overdue; Ida's is not due. The friend's job is due with Gus's.
+    let now = Utc::now().timestamp_millis();
+    let hour = 3_600_000;
+    let due_at = now - 2000;
+    let sql = [
+        format!(
+            "UPDATE shares SET shared_at = {}, next_check_at = {due_at} WHERE id = {}",
+            now - hour - 100_000,
+            g_row.id
+        ),
+        format!(
+            "UPDATE shares SET next_check_at = {} WHERE id = {}",
+            now - 1000,
+            h_row.id
+        ),
+        format!("UPDATE friend_watches SET check_at = {due_at} WHERE friend_id = {fay_id}"),
+    ];
+    for q in sql {
+        app.core.store.db().execute_unprepared(&q).await.unwrap();
+    }
+    fake.record_play("fay_sp", OTHER, Utc::now());
+    let before = fake.calls(RECENTLY_PLAYED);
+    let sharing = app.core.sharing.clone().unwrap();
+    let check = PlayCheck {
+        friend_id: fay_id,
+        due_at,
+    };
+    let started = Utc::now().timestamp_millis();
+    sharing.run_check(check).await.unwrap();
+    let ended = Utc::now().timestamp_millis();
+    assert_eq!(
+        fake.calls(RECENTLY_PLAYED) - before,
+        1,
+        "one Spotify call for the friend"
+    );
+
+    let (g_now, h_now, i_now) = (
+        share_row(&app, &g).await,
+        share_row(&app, &h).await,
+        share_row(&app, &i).await,
+    );
+    assert_eq!(h_now.status, "played");
+    assert_eq!(g_now.status, "pending");
+    let g_next = g_now.next_check_at.unwrap();
+    assert!(
+        (started + 60_000..=ended + 60_000).contains(&g_next),
+        "the unplayed due share is next checked a fast interval on: {g_next} vs {started}"
+    );
+    assert_eq!(i_now, i_row, "the share not due is untouched");
+    let watch = app.core.store.friend_watch(fay_id).await.unwrap().unwrap();
+    assert_eq!(
+        watch.check_at,
+        Some(g_next),
+        "the next job: the earliest next check"
+    );
+    assert!(watch.check_scheduled);
+    assert_eq!(
+        app.count(&format!(
+            "SELECT COUNT(*) {}",
+            jobs_of(app.core.store.db(), fay_id, Some(g_next))
+        ))
+        .await,
+        1,
+        "that job is enqueued"
+    );
+
+    // The same job again (a retry), and a stale one: superseded, nobody told twice.
+    sharing.run_check(check).await.unwrap();
+    sharing
+        .run_check(PlayCheck {
+            friend_id: fay_id,
+            due_at: i_row.next_check_at.unwrap(),
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        fake.calls(RECENTLY_PLAYED) - before,
+        1,
+        "superseded jobs don't call Spotify"
+    );
+    assert_eq!(
+        app.count("SELECT COUNT(*) FROM messages WHERE text LIKE '@fay played%'")
+            .await,
+        1
+    );
+    assert_eq!(share_row(&app, &g).await.next_check_at, Some(g_next));
+    app.stop().await;
+}
+
+/// The friend's job is an hour off (a long song); a short song shared after it is due in
+/// a second: it brings the friend's job forward, and its play is noticed on time. Then
+/// the job goes back to the long song's check.
+async fn a_share_due_before_the_friends_job_is_checked_on_time(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let fake = fake().await;
+    let app = spawn_with(&db, &fake, |c| {
+        c.sharing.give_up_after = Duration::from_secs(7200);
+    })
+    .await;
+    let (fay, _) = linked(&app, &fake, "fay").await;
+    let (gus, _) = linked(&app, &fake, "gus").await;
+    let (hal, mut hal_events) = linked(&app, &fake, "hal").await;
+    befriend(&app, &fay, &gus).await;
+    befriend(&app, &fay, &hal).await;
+    let long = short_id(&app.reply(&gus, &format!("/share fay {LONG}")).await);
+    let long_row = share_row(&app, &long).await;
+    let hour_off = long_row.next_check_at.unwrap();
+    assert!(hour_off - Utc::now().timestamp_millis() > 3_500_000);
+    let fay_id = long_row.friend_id;
+    let watch = app.core.store.friend_watch(fay_id).await.unwrap().unwrap();
+    assert_eq!(watch.check_at, Some(hour_off));
+
+    let shared = Instant::now();
+    let short = short_id(&app.reply(&hal, &format!("/share fay {SHORT}")).await);
+    fake.record_play("fay_sp", SHORT, Utc::now());
+    assert!(
+        notice(&mut hal_events, "@fay played", Duration::from_secs(10))
+            .await
+            .is_some(),
+        "the short song's check ran before the friend's hour-off job"
+    );
+    assert!(
+        shared.elapsed() < Duration::from_secs(8),
+        "{:?}",
+        shared.elapsed()
+    );
+    assert_eq!(share_status(&app, &short).await, "played");
+    let back = eventually(Duration::from_secs(5), || async {
+        let w = app.core.store.friend_watch(fay_id).await.unwrap().unwrap();
+        w.check_at == Some(hour_off) && w.check_scheduled
+    })
+    .await;
+    assert!(back, "the friend's job is the long song's check again");
+    assert_eq!(share_status(&app, &long).await, "pending");
     app.stop().await;
 }
 
@@ -799,7 +1042,7 @@ async fn the_job_board_shows_play_checks_to_admins_only(backend: Backend) {
     assert_eq!(res.status(), 200);
     let body = res.text().await.unwrap();
     assert!(
-        body.contains(&format!("\"share_id\":{}", share.id)),
+        body.contains(&format!("\"friend_id\":{}", share.friend_id)),
         "the board lists the pending check: {body}"
     );
     let page = app

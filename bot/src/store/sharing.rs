@@ -1,11 +1,13 @@
 //! Friends and shares: friendships (both directions), shares and their watch state, and
-//! the per-friend history cursor. Every status change is a conditional UPDATE, so a
-//! retried job or two racing workers change a share (and notify about it) once.
+//! per friend the history cursor and the one play-check job. Every status change is a
+//! conditional UPDATE, so a retried job or two racing workers change a share (and notify
+//! about it) once; a friend's job is claimed by a conditional UPDATE too, so a duplicate
+//! or stale job does nothing.
 
 use sea_orm::sea_query::{Expr, ExprTrait, OnConflict};
 use sea_orm::{
-    ActiveModelTrait, ColumnTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect, Set,
-    TransactionTrait,
+    ActiveModelTrait, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder,
+    QuerySelect, Set, TransactionTrait,
 };
 
 use super::entities::share::status;
@@ -163,59 +165,19 @@ impl Store {
         Ok(true)
     }
 
-    /// Claims the check due at `due_at` by moving the share's next check to `next`:
-    /// `false` when another job already did (or the share is no longer watched).
-    pub async fn claim_check(&self, id: i64, due_at: i64, next: i64) -> Result<bool, StoreError> {
-        let res = share::Entity::update_many()
-            .col_expr(share::Column::NextCheckAt, Expr::value(next))
-            .col_expr(share::Column::Scheduled, Expr::value(false))
-            .filter(share::Column::Id.eq(id))
-            .filter(share::Column::Status.eq(status::PENDING))
-            .filter(share::Column::NextCheckAt.eq(due_at))
-            .exec(&self.db)
-            .await?;
-        Ok(res.rows_affected == 1)
-    }
-
-    /// Records that the job for the check due at `due_at` is enqueued.
-    pub async fn mark_scheduled(&self, id: i64, due_at: i64) -> Result<(), StoreError> {
-        share::Entity::update_many()
-            .col_expr(share::Column::Scheduled, Expr::value(true))
-            .filter(share::Column::Id.eq(id))
-            .filter(share::Column::NextCheckAt.eq(due_at))
-            .exec(&self.db)
-            .await?;
-        Ok(())
-    }
-
-    /// [`Store::mark_scheduled`] for many checks, in one transaction.
-    pub async fn mark_scheduled_many(&self, checks: &[(i64, i64)]) -> Result<(), StoreError> {
-        let txn = self.db.begin().await?;
-        for (id, due_at) in checks {
-            share::Entity::update_many()
-                .col_expr(share::Column::Scheduled, Expr::value(true))
-                .filter(share::Column::Id.eq(*id))
-                .filter(share::Column::NextCheckAt.eq(*due_at))
-                .exec(&txn)
-                .await?;
+    /// Moves the next check of these pending shares to `next` (one statement; shares
+    /// that are no longer pending are left alone).
+    pub async fn move_checks(&self, ids: &[i64], next: i64) -> Result<(), StoreError> {
+        if ids.is_empty() {
+            return Ok(());
         }
-        txn.commit().await?;
-        Ok(())
-    }
-
-    /// Watched shares whose next check may have no job (the process stopped between
-    /// deciding the check and enqueuing it): `(id, due_at)`.
-    pub async fn unscheduled_checks(&self, limit: u64) -> Result<Vec<(i64, i64)>, StoreError> {
-        Ok(share::Entity::find()
+        share::Entity::update_many()
+            .col_expr(share::Column::NextCheckAt, Expr::value(next))
+            .filter(share::Column::Id.is_in(ids.iter().copied()))
             .filter(share::Column::Status.eq(status::PENDING))
-            .filter(share::Column::Scheduled.eq(false))
-            .order_by_asc(share::Column::Id)
-            .limit(limit)
-            .all(&self.db)
-            .await?
-            .into_iter()
-            .filter_map(|s| Some((s.id, s.next_check_at?)))
-            .collect())
+            .exec(&self.db)
+            .await?;
+        Ok(())
     }
 
     /// Shares nobody watches (waiting for the friend to link, or paused by a broken link)
@@ -247,33 +209,29 @@ impl Store {
     }
 
     /// Starts (or restarts) watching the waiting and paused shares to a friend who just
-    /// linked Spotify, with a check due at `due_at`: `(id, due_at)` of each.
+    /// linked Spotify, with a check due at `due_at`: the shares resumed (as they were).
     pub async fn resume_shares_to(
         &self,
         friend_id: i64,
         due_at: i64,
-    ) -> Result<Vec<(i64, i64)>, StoreError> {
+    ) -> Result<Vec<share::Model>, StoreError> {
         let open = [status::WAITING, status::PAUSED];
-        let ids: Vec<i64> = share::Entity::find()
+        let shares = share::Entity::find()
             .filter(share::Column::FriendId.eq(friend_id))
             .filter(share::Column::Status.is_in(open))
             .all(&self.db)
-            .await?
-            .into_iter()
-            .map(|s| s.id)
-            .collect();
-        if ids.is_empty() {
-            return Ok(Vec::new());
+            .await?;
+        if shares.is_empty() {
+            return Ok(shares);
         }
         share::Entity::update_many()
             .col_expr(share::Column::Status, Expr::value(status::PENDING))
             .col_expr(share::Column::NextCheckAt, Expr::value(due_at))
-            .col_expr(share::Column::Scheduled, Expr::value(false))
-            .filter(share::Column::Id.is_in(ids.clone()))
+            .filter(share::Column::Id.is_in(shares.iter().map(|s| s.id)))
             .filter(share::Column::Status.is_in(open))
             .exec(&self.db)
             .await?;
-        Ok(ids.into_iter().map(|id| (id, due_at)).collect())
+        Ok(shares)
     }
 
     pub async fn friend_watch(
@@ -285,27 +243,171 @@ impl Store {
             .await?)
     }
 
-    /// Records how far a friend's history was read, and when.
-    pub async fn save_friend_watch(
+    /// Makes the friend's play-check job due at `due_at` unless one is already due at or
+    /// before it: `true` when it changed, so the caller enqueues that job (and then
+    /// [`Store::mark_friend_check_scheduled`]). `cursor_ms` is the history cursor of a
+    /// friend never read before. An in-flight job's lease counts as its due time: a
+    /// share due before the lease gets a job of its own, which supersedes the running one.
+    pub async fn bring_friend_check_forward(
         &self,
         friend_id: i64,
+        due_at: i64,
         cursor_ms: i64,
-        fetched_at: i64,
-    ) -> Result<(), StoreError> {
+    ) -> Result<bool, StoreError> {
         use friend_watch::Column as C;
         let row = friend_watch::ActiveModel {
             friend_id: Set(friend_id),
             cursor_ms: Set(cursor_ms),
-            fetched_at: Set(fetched_at),
+            fetched_at: Set(0),
+            check_at: Set(Some(due_at)),
+            check_scheduled: Set(false),
         };
-        friend_watch::Entity::insert(row)
+        let current = Expr::col((friend_watch::Entity, C::CheckAt));
+        let res = friend_watch::Entity::insert(row)
             .on_conflict(
                 OnConflict::column(C::FriendId)
-                    .update_columns([C::CursorMs, C::FetchedAt])
+                    .update_columns([C::CheckAt, C::CheckScheduled])
+                    .action_and_where(current.clone().is_null().or(current.gt(due_at)))
                     .to_owned(),
             )
             .exec_without_returning(&self.db)
             .await?;
+        Ok(res > 0)
+    }
+
+    /// Claims the friend's job due at `due_at`: its due time becomes `lease` (when a
+    /// retry is due, should this run die before it schedules the next job), not known
+    /// to be enqueued. The watch as it was, or `None` when the job is superseded (another
+    /// run claimed it, or the friend's job is now due at another time).
+    pub async fn claim_friend_check(
+        &self,
+        friend_id: i64,
+        due_at: i64,
+        lease: i64,
+    ) -> Result<Option<friend_watch::Model>, StoreError> {
+        use friend_watch::Column as C;
+        let rows = friend_watch::Entity::update_many()
+            .col_expr(C::CheckAt, Expr::value(lease))
+            .col_expr(C::CheckScheduled, Expr::value(false))
+            .filter(C::FriendId.eq(friend_id))
+            .filter(C::CheckAt.eq(due_at))
+            .exec_with_returning(&self.db)
+            .await?;
+        Ok(rows.into_iter().next())
+    }
+
+    /// Ends the run that claimed the friend's job with `lease`: records how far their
+    /// history was read (`read`: cursor, when) and makes their job due at the earliest
+    /// next check of their pending shares. `Some(due)` (`None` inside: nothing left to
+    /// watch) for the caller to enqueue; `None` when another job took over meanwhile.
+    pub async fn end_friend_check(
+        &self,
+        friend_id: i64,
+        lease: i64,
+        read: Option<(i64, i64)>,
+    ) -> Result<Option<Option<i64>>, StoreError> {
+        use friend_watch::Column as C;
+        use sea_orm::sea_query::{Query, SimpleExpr};
+        let earliest = Query::select()
+            .expr(Expr::col((share::Entity, share::Column::NextCheckAt)).min())
+            .from(share::Entity)
+            .and_where(Expr::col((share::Entity, share::Column::FriendId)).eq(friend_id))
+            .and_where(Expr::col((share::Entity, share::Column::Status)).eq(status::PENDING))
+            .to_owned();
+        let mut update = friend_watch::Entity::update_many()
+            .col_expr(
+                C::CheckAt,
+                SimpleExpr::SubQuery(None, Box::new(earliest.into())),
+            )
+            .col_expr(C::CheckScheduled, Expr::value(false));
+        if let Some((cursor_ms, fetched_at)) = read {
+            update = update
+                .col_expr(C::CursorMs, Expr::value(cursor_ms))
+                .col_expr(C::FetchedAt, Expr::value(fetched_at));
+        }
+        let rows = update
+            .filter(C::FriendId.eq(friend_id))
+            .filter(C::CheckAt.eq(lease))
+            .exec_with_returning(&self.db)
+            .await?;
+        Ok(rows.into_iter().next().map(|w| w.check_at))
+    }
+
+    /// Records that the friend's job due at `due_at` is enqueued (unless their job has
+    /// moved on meanwhile).
+    pub async fn mark_friend_check_scheduled(
+        &self,
+        friend_id: i64,
+        due_at: i64,
+    ) -> Result<(), StoreError> {
+        use friend_watch::Column as C;
+        friend_watch::Entity::update_many()
+            .col_expr(C::CheckScheduled, Expr::value(true))
+            .filter(C::FriendId.eq(friend_id))
+            .filter(C::CheckAt.eq(due_at))
+            .exec(&self.db)
+            .await?;
         Ok(())
+    }
+
+    /// [`Store::mark_friend_check_scheduled`] for many, in one transaction.
+    pub async fn mark_friend_checks_scheduled(
+        &self,
+        checks: &[(i64, i64)],
+    ) -> Result<(), StoreError> {
+        use friend_watch::Column as C;
+        let txn = self.db.begin().await?;
+        for (friend_id, due_at) in checks {
+            friend_watch::Entity::update_many()
+                .col_expr(C::CheckScheduled, Expr::value(true))
+                .filter(C::FriendId.eq(*friend_id))
+                .filter(C::CheckAt.eq(*due_at))
+                .exec(&txn)
+                .await?;
+        }
+        txn.commit().await?;
+        Ok(())
+    }
+
+    /// Friends whose job may not be enqueued (the process stopped, or the queue failed,
+    /// between deciding it and enqueuing it; or a run died holding its lease):
+    /// `(friend_id, due_at)`.
+    pub async fn unscheduled_friend_checks(
+        &self,
+        limit: u64,
+    ) -> Result<Vec<(i64, i64)>, StoreError> {
+        use friend_watch::Column as C;
+        Ok(friend_watch::Entity::find()
+            .filter(C::CheckScheduled.eq(false))
+            .filter(C::CheckAt.is_not_null())
+            .order_by_asc(C::FriendId)
+            .limit(limit)
+            .all(&self.db)
+            .await?
+            .into_iter()
+            .filter_map(|w| Some((w.friend_id, w.check_at?)))
+            .collect())
+    }
+
+    /// Gives a job time to every friend whose pending shares have none before their
+    /// earliest check: no watch row, no job time, or an enqueued job due later (a share
+    /// stored by a process that stopped before bringing the job forward). A running job
+    /// (its lease, not enqueued) is left alone: it ends by computing the next job from
+    /// the shares. The jobs themselves are enqueued by [`Store::unscheduled_friend_checks`]
+    /// and its caller. One statement; how many friends changed.
+    pub async fn heal_friend_checks(&self) -> Result<u64, StoreError> {
+        let sql = format!(
+            "INSERT INTO friend_watches (friend_id, cursor_ms, fetched_at, check_at, check_scheduled) \
+             SELECT p.friend_id, p.oldest - 1, 0, p.due, false FROM \
+             (SELECT friend_id, MIN(shared_at) AS oldest, MIN(next_check_at) AS due FROM shares \
+              WHERE status = '{pending}' AND next_check_at IS NOT NULL GROUP BY friend_id) p \
+             LEFT JOIN friend_watches w ON w.friend_id = p.friend_id \
+             WHERE w.friend_id IS NULL OR w.check_at IS NULL OR (w.check_scheduled AND w.check_at > p.due) \
+             ON CONFLICT (friend_id) DO UPDATE SET check_at = excluded.check_at, check_scheduled = false \
+             WHERE friend_watches.check_at IS NULL \
+             OR (friend_watches.check_scheduled AND friend_watches.check_at > excluded.check_at)",
+            pending = status::PENDING
+        );
+        Ok(self.db.execute_unprepared(&sql).await?.rows_affected())
     }
 }

@@ -25,10 +25,9 @@ pub struct Model {
     pub duration_ms: i64,
     pub shared_at: i64,
     pub status: String,
-    /// When the next play check is due (pending shares).
+    /// When the next play check is due (pending shares); the friend's play-check job
+    /// (`friend_watches.check_at`) is due at or before the earliest of these.
     pub next_check_at: Option<i64>,
-    /// Whether a job for `next_check_at` is known to be enqueued (reconciled at start).
-    pub scheduled: bool,
     pub played_at: Option<i64>,
     pub finished_at: Option<i64>,
     /// The outbox row telling the friend about the share (to say when it is still held).
