@@ -123,6 +123,36 @@ impl TestDb {
     }
 }
 
+/// A test's PostgreSQL database goes with it: dropped when the test is done, passed or
+/// failed, so runs don't pile databases up for autovacuum to visit (the sweep at start
+/// only catches what a killed run left).
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        let (Some(name), Some(admin_url)) = (self.pg_name.take(), postgres_url()) else {
+            return;
+        };
+        // Drop can't await; a thread of its own with a small runtime does the DROP.
+        let dropped = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .ok()?;
+            rt.block_on(async {
+                let admin = Database::connect(&admin_url).await.ok()?;
+                admin
+                    .execute_unprepared(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                    .await
+                    .ok()?;
+                admin.close().await.ok()
+            })
+        })
+        .join();
+        if !matches!(dropped, Ok(Some(()))) {
+            eprintln!("note: a test database was left for the next run's sweep");
+        }
+    }
+}
+
 fn unix_secs() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
