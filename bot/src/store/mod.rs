@@ -3,6 +3,7 @@
 //! outbox rows go through a group-commit [`writer`] so many messages share one commit,
 //! and dedupe reads through a batching [`seen`] reader.
 
+mod batch;
 pub mod entities;
 mod lifecycle;
 mod messages;

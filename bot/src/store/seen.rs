@@ -5,10 +5,9 @@
 //! waits for nothing.
 
 use std::collections::HashSet;
-use std::sync::Arc;
 
 use sea_orm::{ColumnTrait, DatabaseConnection, DbErr, EntityTrait, QueryFilter, QuerySelect};
-use tokio::sync::{Semaphore, mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot};
 
 use super::StoreError;
 use super::entities::seen_update;
@@ -55,25 +54,18 @@ impl SeenReader {
     }
 }
 
-async fn run(db: DatabaseConnection, mut rx: mpsc::UnboundedReceiver<Ask>) {
-    let permits = Arc::new(Semaphore::new(IN_FLIGHT));
-    while let Some(first) = rx.recv().await {
-        let Ok(permit) = permits.clone().acquire_owned().await else {
-            break;
-        };
-        let mut asks = vec![first];
-        while asks.len() < MAX_IDS {
-            match rx.try_recv() {
-                Ok(a) => asks.push(a),
-                Err(_) => break,
-            }
-        }
-        let db = db.clone();
-        tokio::spawn(async move {
-            answer(&db, asks).await;
-            drop(permit);
-        });
-    }
+async fn run(db: DatabaseConnection, rx: mpsc::UnboundedReceiver<Ask>) {
+    super::batch::run(
+        rx,
+        IN_FLIGHT,
+        MAX_IDS,
+        |_| 1,
+        move |asks| {
+            let db = db.clone();
+            async move { answer(&db, asks).await }
+        },
+    )
+    .await;
 }
 
 /// One query for every waiting question; each gets its own answer.

@@ -4,14 +4,12 @@
 //! one commit, which is what lets the audit log stay on at thousands of messages a second.
 //! The dedupe markers of the events those rows answer ride in the same commit.
 
-use std::sync::Arc;
-
 use sea_orm::sea_query::{Alias, CommonTableExpression, WithClause};
 use sea_orm::{
     ConnectionTrait, DatabaseConnection, DbBackend, DbErr, EntityTrait, QueryTrait,
     TransactionTrait,
 };
-use tokio::sync::{Semaphore, mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot};
 
 use super::StoreError;
 use super::entities::{message, seen_update};
@@ -65,36 +63,19 @@ impl Writer {
     }
 }
 
-async fn run(db: DatabaseConnection, mut rx: mpsc::UnboundedReceiver<Batch>) {
+async fn run(db: DatabaseConnection, rx: mpsc::UnboundedReceiver<Batch>) {
     // PostgreSQL flushes the WAL for several committing transactions at once, so a few
     // commits in flight multiply throughput on a slow disk; SQLite has one write lock.
     let in_flight = match db.get_database_backend() {
         DbBackend::Postgres => 4,
         _ => 1,
     };
-    let permits = Arc::new(Semaphore::new(in_flight));
-    while let Some(first) = rx.recv().await {
-        // Wait for a free commit slot first: batches keep growing meanwhile.
-        let Ok(permit) = permits.clone().acquire_owned().await else {
-            break;
-        };
-        let mut waiting = vec![first];
-        let mut rows = waiting[0].rows.len() + waiting[0].seen.len();
-        while rows < MAX_ROWS {
-            match rx.try_recv() {
-                Ok(b) => {
-                    rows += b.rows.len() + b.seen.len();
-                    waiting.push(b);
-                }
-                Err(_) => break,
-            }
-        }
+    let weight = |b: &Batch| b.rows.len() + b.seen.len();
+    super::batch::run(rx, in_flight, MAX_ROWS, weight, move |waiting| {
         let db = db.clone();
-        tokio::spawn(async move {
-            commit(&db, waiting).await;
-            drop(permit);
-        });
-    }
+        async move { commit(&db, waiting).await }
+    })
+    .await;
 }
 
 /// Writes the batches of several callers together and acknowledges each.
