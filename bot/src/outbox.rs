@@ -508,26 +508,23 @@ impl Outbox {
 
     /// Checks the platform's limits without waiting; the wait when over them.
     fn over_limit(limits: &Limits, chat_id: &str, group: bool) -> Option<Duration> {
-        // One clock for the process: making one calibrates it (CPUID and all), which
-        // cost more than the checks themselves when it was made for every message.
-        static CLOCK: std::sync::LazyLock<governor::clock::DefaultClock> =
-            std::sync::LazyLock::new(governor::clock::DefaultClock::default);
-        let clock = &*CLOCK;
+        // A refusal's wait is read off the refusing limiter's own clock. (Making a clock
+        // here calibrated a new one, CPUID and all, for every message.)
         if group
             && let Some(l) = &limits.per_group
             && let Err(not_until) = l.check_key(&chat_id.to_owned())
         {
-            return Some(not_until.wait_time_from(clock.now()));
+            return Some(not_until.wait_time_from(l.clock().now()));
         }
         if let Some(l) = &limits.per_chat
             && let Err(not_until) = l.check_key(&chat_id.to_owned())
         {
-            return Some(not_until.wait_time_from(clock.now()));
+            return Some(not_until.wait_time_from(l.clock().now()));
         }
         if let Some(l) = &limits.overall
             && let Err(not_until) = l.check()
         {
-            return Some(not_until.wait_time_from(clock.now()));
+            return Some(not_until.wait_time_from(l.clock().now()));
         }
         None
     }

@@ -340,13 +340,7 @@ impl Store {
         friend_id: i64,
         due_at: i64,
     ) -> Result<(), StoreError> {
-        use friend_watch::Column as C;
-        friend_watch::Entity::update_many()
-            .col_expr(C::CheckScheduled, Expr::value(true))
-            .filter(C::FriendId.eq(friend_id))
-            .filter(C::CheckAt.eq(due_at))
-            .exec(&self.db)
-            .await?;
+        mark_scheduled(friend_id, due_at).exec(&self.db).await?;
         Ok(())
     }
 
@@ -355,15 +349,9 @@ impl Store {
         &self,
         checks: &[(i64, i64)],
     ) -> Result<(), StoreError> {
-        use friend_watch::Column as C;
         let txn = self.db.begin().await?;
-        for (friend_id, due_at) in checks {
-            friend_watch::Entity::update_many()
-                .col_expr(C::CheckScheduled, Expr::value(true))
-                .filter(C::FriendId.eq(*friend_id))
-                .filter(C::CheckAt.eq(*due_at))
-                .exec(&txn)
-                .await?;
+        for &(friend_id, due_at) in checks {
+            mark_scheduled(friend_id, due_at).exec(&txn).await?;
         }
         txn.commit().await?;
         Ok(())
@@ -410,4 +398,13 @@ impl Store {
         );
         Ok(self.db.execute_unprepared(&sql).await?.rows_affected())
     }
+}
+
+/// The update marking a friend's job due at `due_at` as enqueued.
+fn mark_scheduled(friend_id: i64, due_at: i64) -> sea_orm::UpdateMany<friend_watch::Entity> {
+    use friend_watch::Column as C;
+    friend_watch::Entity::update_many()
+        .col_expr(C::CheckScheduled, Expr::value(true))
+        .filter(C::FriendId.eq(friend_id))
+        .filter(C::CheckAt.eq(due_at))
 }

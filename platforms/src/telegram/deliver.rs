@@ -31,9 +31,7 @@ impl TelegramDeliver {
             },
         }
     }
-}
 
-impl TelegramDeliver {
     /// Replaces a message's text and keyboard (editMessageText; no keyboard given removes
     /// the old one). Pressing the same button twice edits to the same text: that is done.
     async fn edit(

@@ -35,6 +35,14 @@ fn kind_of(chat: &Chat) -> ChatKind {
     }
 }
 
+/// Whether `user` is this bot (`me` is its username; unknown, nobody is).
+fn is_me(user: &User, me: Option<&str>) -> bool {
+    match (user.is_bot, user.username.as_deref(), me) {
+        (true, Some(name), Some(me)) => name.eq_ignore_ascii_case(me),
+        _ => false,
+    }
+}
+
 /// Converts one update. `bot_username` is the bot's own `@name`, when known.
 pub fn convert(update: &Update, bot_username: Option<&str>) -> Converted {
     let external_id = Some(update.id.0.to_string());
@@ -58,14 +66,7 @@ pub fn convert(update: &Update, bot_username: Option<&str>) -> Converted {
             let to_bot = chat_kind == ChatKind::Group
                 && m.reply_to_message()
                     .and_then(|r| r.from.as_ref())
-                    .is_some_and(|u| {
-                        u.is_bot
-                            && bot_username.as_deref().is_some_and(|me| {
-                                u.username
-                                    .as_deref()
-                                    .is_some_and(|name| name.eq_ignore_ascii_case(me))
-                            })
-                    });
+                    .is_some_and(|u| is_me(u, bot_username.as_deref()));
             Converted::Message(
                 Box::new(Incoming {
                     external_id,
