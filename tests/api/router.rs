@@ -13,6 +13,7 @@ use crate::helpers::{Backend, FakePlatform, TestDb, backend_tests, spawn_app_wit
 backend_tests!(
     redelivered_events_are_answered_once,
     events_arriving_together_are_deduped_each,
+    handled_events_stay_handled_across_the_key_migration,
     groups_answer_only_commands_for_us,
     buttons_run_their_command,
     users_over_the_rate_limit_are_told_to_slow_down,
@@ -97,6 +98,48 @@ async fn redelivered_events_are_answered_once(backend: Backend) {
     assert_eq!(again, Handled::Duplicate);
     let log = tg_log(&app, "5").await;
     assert_eq!(log.len(), 2, "one inbound, one reply");
+    app.stop().await;
+}
+
+/// Migration m20261203_000001 re-keys `seen_updates` (event id first): the markers
+/// recorded before it, and after reverting it, still stop redeliveries.
+async fn handled_events_stay_handled_across_the_key_migration(backend: Backend) {
+    use segue_migrations::{Migrator, MigratorTrait};
+    let (app, _tg, _db) = app_with_fake(backend, |_| {}).await;
+    let db = app.core.store.db();
+    let event = |ext: &str| incoming("9", ChatKind::Private, "9", text("/ping"), Some(ext));
+    assert_eq!(send(&app, event("before")).await, vec!["pong"]);
+    Migrator::down(db, Some(1))
+        .await
+        .expect("migration reverts");
+    assert_eq!(
+        app.router
+            .handle(event("before"), ReplyMode::Outbox)
+            .await
+            .unwrap(),
+        Handled::Duplicate,
+        "kept by the down migration"
+    );
+    assert_eq!(send(&app, event("between")).await, vec!["pong"]);
+    Migrator::up(db, None)
+        .await
+        .expect("migration applies again");
+    for ext in ["before", "between"] {
+        assert_eq!(
+            app.router
+                .handle(event(ext), ReplyMode::Outbox)
+                .await
+                .unwrap(),
+            Handled::Duplicate,
+            "{ext} kept by the up migration"
+        );
+    }
+    assert_eq!(send(&app, event("after")).await, vec!["pong"]);
+    assert_eq!(
+        tg_log(&app, "9").await.len(),
+        6,
+        "three handled, each with its reply"
+    );
     app.stop().await;
 }
 

@@ -75,8 +75,8 @@ async fn answer(db: &DatabaseConnection, asks: Vec<Ask>) {
         .select_only()
         .column(seen_update::Column::Platform)
         .column(seen_update::Column::ExternalId)
-        .filter(seen_update::Column::Platform.is_in(platforms))
         .filter(seen_update::Column::ExternalId.is_in(asks.iter().map(|a| a.id.clone())))
+        .filter(seen_update::Column::Platform.is_in(platforms))
         .into_tuple::<(String, String)>()
         .all(db)
         .await;
