@@ -10,6 +10,12 @@ const EPOCH_MS: u64 = 1_704_067_200_000;
 const NODE_BITS: u32 = 10;
 const SEQ_BITS: u32 = 12;
 
+/// The smallest id made at or after `unix_ms` (every id below it is older).
+pub fn id_floor(unix_ms: i64) -> i64 {
+    let ms = (unix_ms.max(0) as u64).saturating_sub(EPOCH_MS);
+    (ms << (NODE_BITS + SEQ_BITS)) as i64
+}
+
 /// Makes ids of the form `millis << 22 | node << 12 | sequence`. Each process picks a
 /// random node number, so several processes on one database rarely collide, and ids
 /// from one process strictly increase.

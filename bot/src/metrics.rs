@@ -1,5 +1,5 @@
 //! Prometheus metrics for `/metrics`: messages in and out per platform, handler latency,
-//! outbox depth.
+//! outbox depth and lanes.
 
 use prometheus::{
     Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry, TextEncoder,
@@ -12,6 +12,7 @@ pub struct Metrics {
     messages: IntCounterVec,
     handler_seconds: HistogramVec,
     outbox_depth: IntGauge,
+    outbox_lanes: IntCounterVec,
 }
 
 impl Metrics {
@@ -41,10 +42,20 @@ impl Metrics {
             "Outbound messages not yet delivered (pending or held)",
         )
         .expect("valid metric");
+        let outbox_lanes = IntCounterVec::new(
+            Opts::new(
+                "segue_outbox_lane_total",
+                "Outbound messages taken for delivery, by how the worker got them: handed \
+                 over in memory (fast) or found by a scan of the table (table)",
+            ),
+            &["lane"],
+        )
+        .expect("valid metric");
         for c in [
             Box::new(messages.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(handler_seconds.clone()),
             Box::new(outbox_depth.clone()),
+            Box::new(outbox_lanes.clone()),
         ] {
             registry.register(c).expect("metric registered once");
         }
@@ -53,6 +64,16 @@ impl Metrics {
             messages,
             handler_seconds,
             outbox_depth,
+            outbox_lanes,
+        }
+    }
+
+    /// Outbound messages the delivery worker took from a lane (`fast` or `table`).
+    pub fn outbox_lane(&self, lane: &str, n: usize) {
+        if n > 0 {
+            self.outbox_lanes
+                .with_label_values(&[lane])
+                .inc_by(n as u64);
         }
     }
 

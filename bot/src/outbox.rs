@@ -3,10 +3,18 @@
 //! failures are retried with exponential backoff; permanent ones are dead-lettered and
 //! the recipient marked unreachable; messages for someone not there right now are held.
 //! The delivery loop itself runs in the jobs crate; this module is the logic.
+//!
+//! Two ways in. A reply the router has just recorded is written already claimed and
+//! handed to the delivery worker in memory (the fast lane): no scan finds it, no claim
+//! takes it. Everything else (notifications, retries, held rows released, rows left by
+//! a restart) is found by the worker's scan of the table (the table lane). A chat with
+//! rows in the table lane is *slow*: its replies take the table lane too, behind them,
+//! so a chat's messages still go out in order.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::num::NonZeroU32;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -157,6 +165,66 @@ fn quota(per_second: f64, burst: u32) -> Option<Quota> {
         .map(|q| q.allow_burst(NonZeroU32::new(burst.max(1)).unwrap_or(NonZeroU32::MIN)))
 }
 
+/// A chat, as the lanes key it.
+type ChatKey = (Platform, String);
+
+/// A row with its message, ready to deliver.
+type Item = (message::Model, OutboundMessage);
+
+/// What the two lanes know (see the module docs).
+#[derive(Default)]
+struct Lanes {
+    /// The fast lane is open once the table's pending rows are known
+    /// ([`Outbox::open_fast_lane`]); until then every reply takes the table lane.
+    open: bool,
+    /// Slow chats, with the ids of their rows in the table lane.
+    slow: HashMap<ChatKey, HashSet<i64>>,
+    /// Replies recorded already claimed, waiting for the worker, in the order handed over.
+    fast: VecDeque<Item>,
+}
+
+impl Lanes {
+    fn slow(&mut self, platform: Platform, chat_id: &str, ids: impl IntoIterator<Item = i64>) {
+        let mut ids = ids.into_iter().peekable();
+        if ids.peek().is_some() {
+            self.slow
+                .entry((platform, chat_id.to_owned()))
+                .or_default()
+                .extend(ids);
+        }
+    }
+
+    /// A table-lane row is finished (delivered, dead, held): its chat may turn fast.
+    fn settled(&mut self, platform: Platform, chat_id: &str, id: i64) {
+        let key = (platform, chat_id.to_owned());
+        if let Some(ids) = self.slow.get_mut(&key) {
+            ids.remove(&id);
+            if ids.is_empty() {
+                self.slow.remove(&key);
+            }
+        }
+    }
+}
+
+/// Replies for the fast lane, built by [`Outbox::reply_rows`] and handed to the worker by
+/// [`Outbox::hand_over`] once their rows are committed.
+#[derive(Debug, Default)]
+pub struct Handover(Vec<Item>);
+
+impl Handover {
+    pub fn extend(&mut self, other: Handover) {
+        self.0.extend(other.0);
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+}
+
 /// Records and delivers outgoing messages.
 pub struct Outbox {
     store: Arc<Store>,
@@ -164,6 +232,9 @@ pub struct Outbox {
     deliverers: HashMap<Platform, (Arc<dyn Deliver>, Limits)>,
     settings: OutboxSettings,
     wake: Notify,
+    lanes: Mutex<Lanes>,
+    /// Rows were added to the table lane since the worker last scanned it.
+    scan: AtomicBool,
 }
 
 impl std::fmt::Debug for Outbox {
@@ -180,12 +251,38 @@ pub const BATCH: u64 = 200;
 /// What one delivery round did.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Round {
-    /// Due rows found (at most [`BATCH`]).
+    /// Due rows found in the table (at most [`BATCH`]).
     pub due: usize,
+    /// Replies taken from the fast lane (at most [`BATCH`]).
+    pub handed_over: usize,
     /// Rows attempted (delivered, failed, held).
     pub attempted: usize,
     /// When a rate limit stopped the round: how long until it allows the next send.
     pub wait: Option<Duration>,
+    /// More is ready now: run another round straight away.
+    pub more: bool,
+}
+
+/// What one chat's sends in a round came to.
+#[derive(Default)]
+struct ChatRound {
+    attempted: usize,
+    sent: Vec<(message::Model, ChatAddress)>,
+    /// Rows now waiting in the table lane (a retry, and the chat's rows behind it).
+    requeued: Vec<(i64, ChatAddress)>,
+    /// Rows finished without delivery (dead, held).
+    settled: Vec<(i64, ChatAddress)>,
+}
+
+/// Where a new outbound row goes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Lane {
+    /// Delivered already, in the platform's response.
+    Inline,
+    /// Pending, found by the worker's scan.
+    Table,
+    /// Pending and claimed, handed to the worker in memory.
+    Fast,
 }
 
 /// One recorded outbound message, as returned to the caller.
@@ -235,7 +332,13 @@ impl Outbox {
             deliverers,
             settings,
             wake: Notify::new(),
+            lanes: Mutex::default(),
+            scan: AtomicBool::new(true),
         }
+    }
+
+    fn lanes(&self) -> MutexGuard<'_, Lanes> {
+        self.lanes.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// The platforms that can deliver.
@@ -251,18 +354,76 @@ impl Outbox {
     }
 
     /// Rows for one outgoing message, split at its platform's text limit (the buttons go
-    /// with the last piece).
+    /// with the last piece): delivered already (`delivered_inline`), or pending in the
+    /// table lane, where the worker's scan finds them.
     pub fn rows_for(
         &self,
         out: Outgoing,
         in_reply_to: Option<i64>,
         delivered_inline: bool,
     ) -> (Vec<NewMessage>, Vec<Recorded>) {
+        let lane = if delivered_inline {
+            Lane::Inline
+        } else {
+            Lane::Table
+        };
+        let (rows, recorded) = self.rows(out, in_reply_to, lane);
+        (rows, recorded)
+    }
+
+    /// Rows for a reply the router is about to record, for delivery by the worker: in the
+    /// fast lane when its chat has nothing waiting in the table (then hand the
+    /// [`Handover`] to [`Outbox::hand_over`] once the rows are committed), otherwise in
+    /// the table lane behind what waits.
+    pub fn reply_rows(
+        &self,
+        out: Outgoing,
+        in_reply_to: i64,
+    ) -> (Vec<NewMessage>, Vec<Recorded>, Handover) {
+        let fast = self.deliverers.contains_key(&out.to.platform) && {
+            let lanes = self.lanes();
+            lanes.open
+                && !lanes
+                    .slow
+                    .contains_key(&(out.to.platform, out.to.chat_id.clone()))
+        };
+        if !fast {
+            let (rows, recorded) = self.rows(out, Some(in_reply_to), Lane::Table);
+            return (rows, recorded, Handover::default());
+        }
+        let (rows, recorded) = self.rows(out, Some(in_reply_to), Lane::Fast);
+        let mut items = Vec::with_capacity(rows.len());
+        for row in &rows {
+            let model = row.model();
+            match OutboundMessage::from_row(&model) {
+                Ok(msg) => items.push((model, msg)),
+                // Not reachable (the row was made from a parsed platform and our own
+                // button JSON); were it, the lease runs out and a scan settles the row.
+                Err(e) => tracing::error!(error = %e, id = row.id, "reply not handed over"),
+            }
+        }
+        (rows, recorded, Handover(items))
+    }
+
+    fn rows(
+        &self,
+        out: Outgoing,
+        in_reply_to: Option<i64>,
+        lane: Lane,
+    ) -> (Vec<NewMessage>, Vec<Recorded>) {
         let now = now_millis();
         let pieces = split_text(&out.text, out.to.platform.text_limit());
         let last = pieces.len() - 1;
         let mut rows = Vec::with_capacity(pieces.len());
         let mut recorded = Vec::with_capacity(pieces.len());
+        let inline = lane == Lane::Inline;
+        let next_attempt_at = match lane {
+            Lane::Inline => None,
+            Lane::Table => Some(now),
+            // Claimed from the start: no scan takes it while the worker has it, and if
+            // the process dies first, a scan delivers it once the lease runs out.
+            Lane::Fast => Some(now + self.settings.lease.as_millis() as i64),
+        };
         for (i, text) in pieces.into_iter().enumerate() {
             let buttons = if i == last {
                 out.buttons.clone()
@@ -287,19 +448,109 @@ impl Outbox {
                 in_reply_to,
                 text,
                 buttons,
-                status: if delivered_inline {
+                status: if inline {
                     status::DELIVERED
                 } else {
                     status::PENDING
                 },
-                detail: delivered_inline.then(|| "inline".to_owned()),
-                next_attempt_at: (!delivered_inline).then_some(now),
+                detail: inline.then(|| "inline".to_owned()),
+                next_attempt_at,
                 created_at: now,
-                finished_at: delivered_inline.then_some(now),
+                finished_at: inline.then_some(now),
                 duration_ms: None,
             });
         }
+        if lane == Lane::Table {
+            // Slow from before the rows are committed: a reply recorded meanwhile must
+            // not overtake them.
+            self.lanes()
+                .slow(out.to.platform, &out.to.chat_id, rows.iter().map(|r| r.id));
+        }
         (rows, recorded)
+    }
+
+    /// Hands committed fast-lane replies to the delivery worker.
+    pub fn hand_over(&self, handover: Handover) {
+        if handover.0.is_empty() {
+            return;
+        }
+        self.lanes().fast.extend(handover.0);
+        self.wake.notify_one();
+    }
+
+    /// Table-lane rows of a chat made due again by someone else (held rows released):
+    /// the chat is slow until they are delivered.
+    pub fn requeued(&self, chat: &ChatAddress, ids: &[i64]) {
+        if ids.is_empty() {
+            return;
+        }
+        self.lanes()
+            .slow(chat.platform, &chat.chat_id, ids.iter().copied());
+        self.wake();
+    }
+
+    /// Learns which chats have rows waiting in the table (left by a restart, or by
+    /// another process) and opens the fast lane. The delivery worker calls this when it
+    /// starts; without a worker, every reply takes the table lane.
+    pub async fn open_fast_lane(&self) -> Result<(), StoreError> {
+        let pending = self.store.pending_outbound().await?;
+        let mut lanes = self.lanes();
+        for (id, platform, chat_id) in pending {
+            if let Ok(platform) = platform.parse::<Platform>() {
+                lanes.slow(platform, &chat_id, [id]);
+            }
+        }
+        lanes.open = true;
+        Ok(())
+    }
+
+    /// Whether replies may take the fast lane yet ([`Outbox::open_fast_lane`]).
+    pub fn fast_lane_open(&self) -> bool {
+        self.lanes().open
+    }
+
+    /// Whether a chat's replies take the table lane now (it has rows waiting there).
+    pub fn is_slow(&self, chat: &ChatAddress) -> bool {
+        self.lanes()
+            .slow
+            .contains_key(&(chat.platform, chat.chat_id.clone()))
+    }
+
+    /// Forgets slow-lane ids whose rows are no longer pending (delivered by a console
+    /// stream or another process, say), so their chats turn fast again. Only rows older
+    /// than `age` are asked about: a younger one may not be committed yet.
+    pub async fn tidy_lanes(&self, age: Duration) -> Result<usize, StoreError> {
+        let before = crate::ids::id_floor(now_millis() - age.as_millis() as i64);
+        let old: Vec<i64> = self
+            .lanes()
+            .slow
+            .values()
+            .flatten()
+            .copied()
+            .filter(|id| *id < before)
+            .collect();
+        if old.is_empty() {
+            return Ok(0);
+        }
+        let statuses = self.store.message_statuses(&old).await?;
+        let gone: HashSet<i64> = old
+            .into_iter()
+            .filter(|id| statuses.get(id).map(String::as_str) != Some(status::PENDING))
+            .collect();
+        let mut lanes = self.lanes();
+        lanes.slow.retain(|_, ids| {
+            ids.retain(|id| !gone.contains(id));
+            !ids.is_empty()
+        });
+        Ok(gone.len())
+    }
+
+    /// Puts the fast lane's waiting replies back in the table, due now (at shutdown, so
+    /// the next start delivers them at once rather than after their lease).
+    pub async fn return_handed_over(&self) -> Result<(), StoreError> {
+        let items: Vec<Item> = self.lanes().fast.drain(..).collect();
+        let ids: Vec<i64> = items.iter().map(|(row, _)| row.id).collect();
+        self.store.release(&ids).await
     }
 
     /// Accepts messages for delivery: durable when this returns, delivered soon after.
@@ -316,9 +567,15 @@ impl Outbox {
         Ok(recorded)
     }
 
-    /// Wakes the delivery loop (after recording pending rows).
+    /// Wakes the delivery loop to scan the table (after recording pending rows).
     pub fn wake(&self) {
+        self.scan.store(true, Ordering::Release);
         self.wake.notify_one();
+    }
+
+    /// Whether the table has rows the worker hasn't scanned for yet (clears the flag).
+    pub fn take_scan(&self) -> bool {
+        self.scan.swap(false, Ordering::AcqRel)
     }
 
     /// Resolves when [`Outbox::wake`] was called since the last time.
@@ -326,17 +583,53 @@ impl Outbox {
         self.wake.notified().await;
     }
 
-    /// Delivers the due messages: rate limits checked in each chat's order, every
-    /// candidate claimed in one statement, chats sent in parallel (each in order), and
-    /// the delivered rows marked in one statement.
+    /// A delivery round that scans the table ([`Outbox::deliver_round`]).
     pub async fn deliver_due(&self) -> Result<Round, StoreError> {
-        let due = self.store.due_outbound(BATCH).await?;
-        let mut round = Round {
-            due: due.len(),
-            ..Round::default()
+        self.deliver_round(true).await
+    }
+
+    /// Delivers what is ready: the replies handed over (the fast lane) and, with `scan`,
+    /// the table's due rows. Rate limits are checked in each chat's order, the table's
+    /// rows claimed in one statement, chats sent in parallel (each in order), and the
+    /// delivered rows marked in one statement.
+    pub async fn deliver_round(&self, scan: bool) -> Result<Round, StoreError> {
+        let mut round = Round::default();
+        let (fast, spill) = self.take_handed_over(&mut round);
+        let taken: Vec<(i64, ChatAddress)> = fast
+            .iter()
+            .map(|(row, msg)| (row.id, msg.to.clone()))
+            .chain(spill.iter().cloned())
+            .collect();
+        let result = self.round_with(round, fast, spill, scan).await;
+        if result.is_err() {
+            // Whether the replies taken went out is unknown: their chats are slow until
+            // their rows are settled, so nothing overtakes them (a scan finds them when
+            // their lease runs out).
+            let mut lanes = self.lanes();
+            for (id, to) in taken {
+                lanes.slow(to.platform, &to.chat_id, [id]);
+            }
+        }
+        result
+    }
+
+    async fn round_with(
+        &self,
+        mut round: Round,
+        fast: Vec<Item>,
+        mut spill: Vec<(i64, ChatAddress)>,
+        scan: bool,
+    ) -> Result<Round, StoreError> {
+        let due = if scan {
+            self.store.due_outbound(BATCH).await?
+        } else {
+            Vec::new()
         };
-        let mut by_chat: BTreeMap<(String, String), Vec<(message::Model, OutboundMessage)>> =
-            BTreeMap::new();
+        round.due = due.len();
+        self.metrics.outbox_lane("fast", fast.len());
+        self.metrics.outbox_lane("table", due.len());
+        let mut claimed: HashSet<i64> = fast.iter().map(|(row, _)| row.id).collect();
+        let mut by_chat: BTreeMap<(String, String), Vec<Item>> = BTreeMap::new();
         for row in due {
             match OutboundMessage::from_row(&row) {
                 Ok(msg) => by_chat
@@ -350,14 +643,23 @@ impl Outbox {
                 }
             }
         }
+        for (row, msg) in fast {
+            by_chat
+                .entry((row.platform.clone(), row.chat_id.clone()))
+                .or_default()
+                .push((row, msg));
+        }
         let windows = self.open_windows(&by_chat).await?;
         // What each chat may send now, in order, within the platform's limits.
         let mut chats = Vec::new();
         let mut ids = Vec::new();
         let mut held = Vec::new();
-        for rows in by_chat.into_values() {
+        for mut rows in by_chat.into_values() {
+            // Ids grow in the order messages were made.
+            rows.sort_by_key(|(row, _)| row.id);
             let mut take = Vec::new();
-            for (row, msg) in rows {
+            let mut rows = rows.into_iter();
+            while let Some((row, msg)) = rows.next() {
                 let Some((deliverer, limits)) = self.deliverers.get(&msg.to.platform) else {
                     self.park_disabled(&row, &msg).await?;
                     break;
@@ -368,22 +670,32 @@ impl Outbox {
                 {
                     // Not a reply, and the person hasn't written lately: the platform
                     // forbids it. Held until they write again; the chat's replies go on.
-                    held.push((row.id, msg.to.platform, window));
+                    held.push((row.id, msg.to.platform, msg.to.chat_id.clone(), window));
                     continue;
                 }
                 let group = deliverer.is_group(&msg.to.chat_id);
                 if let Some(wait) = Self::over_limit(limits, &msg.to.chat_id, group) {
                     round.wait = Some(round.wait.map_or(wait, |w| w.min(wait)));
+                    // Handed-over replies that must wait go to the table, where the wait
+                    // can't outlast their lease.
+                    spill.extend(
+                        std::iter::once((row, msg))
+                            .chain(rows)
+                            .filter(|(row, _)| claimed.contains(&row.id))
+                            .map(|(row, msg)| (row.id, msg.to)),
+                    );
                     break;
                 }
-                ids.push(row.id);
+                if !claimed.contains(&row.id) {
+                    ids.push(row.id);
+                }
                 take.push((row, msg));
             }
             if !take.is_empty() {
                 chats.push(take);
             }
         }
-        for (id, platform, window) in held {
+        for (id, platform, chat_id, window) in held {
             let reason = format!(
                 "outside {platform}'s {}-hour messaging window: sent when they next write",
                 window.as_secs().div_ceil(3600)
@@ -391,73 +703,133 @@ impl Outbox {
             if self.store.hold(id, &reason).await? {
                 round.attempted += 1;
                 self.metrics.message(platform.as_str(), false, status::HELD);
+                self.lanes().settled(platform, &chat_id, id);
             }
         }
-        let lease = self.settings.lease.as_millis() as i64;
-        let claimed: HashSet<i64> = self
-            .store
-            .claim_many(&ids, lease)
-            .await?
-            .into_iter()
-            .collect();
-        let claimed = &claimed;
-        let sends = chats.into_iter().map(|rows| async move {
-            let mut attempted = 0;
-            let mut sent = Vec::new();
-            let mut rest = rows.into_iter();
-            while let Some((row, msg)) = rest.next() {
-                // Another worker has it: leave the rest of this chat to keep its order.
-                if !claimed.contains(&row.id) {
-                    break;
-                }
-                let Some((deliverer, _)) = self.deliverers.get(&msg.to.platform) else {
-                    break;
-                };
-                attempted += 1;
-                match deliverer.deliver(&msg).await {
-                    Ok(()) => sent.push((row, msg.to.platform)),
-                    Err(e) => match self.failed(&row, &msg, e).await {
-                        Ok(false) => {}
-                        Ok(true) => {
-                            // Retrying: the chat's later messages wait for it, released
-                            // from their lease so they follow as soon as it goes.
-                            let later: Vec<i64> = rest
-                                .map(|(r, _)| r.id)
-                                .filter(|id| claimed.contains(id))
-                                .collect();
-                            if let Err(e) = self.store.release(&later).await {
-                                tracing::error!(error = %e, "releasing claimed rows failed");
-                            }
-                            break;
-                        }
-                        Err(e) => {
-                            tracing::error!(error = %e, id = row.id, "recording a failed delivery failed");
-                            break;
-                        }
-                    },
-                }
+        if !spill.is_empty() {
+            let ids: Vec<i64> = spill.iter().map(|(id, _)| *id).collect();
+            self.store.release(&ids).await?;
+            let mut lanes = self.lanes();
+            for (id, to) in &spill {
+                lanes.slow(to.platform, &to.chat_id, [*id]);
             }
-            (attempted, sent)
-        });
+            drop(lanes);
+            self.scan.store(true, Ordering::Release);
+            round.more |= round.wait.is_none();
+        }
+        let lease = self.settings.lease.as_millis() as i64;
+        claimed.extend(self.store.claim_many(&ids, lease).await?);
+        let claimed = &claimed;
+        let sends = chats
+            .into_iter()
+            .map(|rows| async move { self.send_chat(rows, claimed).await });
         let mut sent = Vec::new();
-        for (attempted, delivered) in futures::future::join_all(sends).await {
-            round.attempted += attempted;
-            sent.extend(delivered);
+        for chat in futures::future::join_all(sends).await {
+            round.attempted += chat.attempted;
+            sent.extend(chat.sent);
+            let mut lanes = self.lanes();
+            for (id, to) in chat.requeued {
+                lanes.slow(to.platform, &to.chat_id, [id]);
+            }
+            for (id, to) in chat.settled {
+                lanes.settled(to.platform, &to.chat_id, id);
+            }
         }
         let rows: Vec<&message::Model> = sent.iter().map(|(row, _)| row).collect();
         self.store.mark_delivered(&rows).await?;
-        for (_, platform) in &sent {
+        let mut lanes = self.lanes();
+        for (row, to) in &sent {
+            lanes.settled(to.platform, &to.chat_id, row.id);
+        }
+        drop(lanes);
+        for (_, to) in &sent {
             self.metrics
-                .message(platform.as_str(), false, status::DELIVERED);
+                .message(to.platform.as_str(), false, status::DELIVERED);
+        }
+        if round.due as u64 >= BATCH && round.attempted > 0 {
+            // A full batch: there may be more due in the table.
+            self.scan.store(true, Ordering::Release);
+            round.more = true;
         }
         Ok(round)
+    }
+
+    /// Takes up to a batch of handed-over replies; those whose chat turned slow since
+    /// they were handed over are returned apart, for the table lane (behind what waits).
+    fn take_handed_over(&self, round: &mut Round) -> (Vec<Item>, Vec<(i64, ChatAddress)>) {
+        let mut lanes = self.lanes();
+        let n = lanes.fast.len().min(BATCH as usize);
+        let taken: Vec<Item> = lanes.fast.drain(..n).collect();
+        round.handed_over = taken.len();
+        round.more = !lanes.fast.is_empty();
+        let mut fast = Vec::with_capacity(taken.len());
+        let mut spill = Vec::new();
+        for (row, msg) in taken {
+            if lanes
+                .slow
+                .contains_key(&(msg.to.platform, msg.to.chat_id.clone()))
+            {
+                spill.push((row.id, msg.to));
+            } else {
+                fast.push((row, msg));
+            }
+        }
+        (fast, spill)
+    }
+
+    /// Sends one chat's claimed messages in order, stopping at the first that must wait.
+    async fn send_chat(&self, rows: Vec<Item>, claimed: &HashSet<i64>) -> ChatRound {
+        let mut done = ChatRound::default();
+        let mut rest = rows.into_iter();
+        while let Some((row, msg)) = rest.next() {
+            // Another worker has it: leave the rest of this chat to keep its order.
+            if !claimed.contains(&row.id) {
+                break;
+            }
+            let Some((deliverer, _)) = self.deliverers.get(&msg.to.platform) else {
+                break;
+            };
+            done.attempted += 1;
+            match deliverer.deliver(&msg).await {
+                Ok(()) => done.sent.push((row, msg.to)),
+                Err(e) => match self.failed(&row, &msg, e).await {
+                    Ok(false) => done.settled.push((row.id, msg.to)),
+                    Ok(true) => {
+                        // Retrying: the chat's later messages wait for it, released from
+                        // their lease so they follow as soon as it goes.
+                        let later: Vec<(i64, ChatAddress)> = rest
+                            .filter(|(r, _)| claimed.contains(&r.id))
+                            .map(|(r, m)| (r.id, m.to))
+                            .collect();
+                        let ids: Vec<i64> = later.iter().map(|(id, _)| *id).collect();
+                        if let Err(e) = self.store.release(&ids).await {
+                            tracing::error!(error = %e, "releasing claimed rows failed");
+                        }
+                        done.requeued.push((row.id, msg.to));
+                        done.requeued.extend(later);
+                        break;
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %e, id = row.id, "recording a failed delivery failed");
+                        // Still claimed: a scan takes them once their lease runs out.
+                        done.requeued.push((row.id, msg.to));
+                        done.requeued.extend(
+                            rest.filter(|(r, _)| claimed.contains(&r.id))
+                                .map(|(r, m)| (r.id, m.to)),
+                        );
+                        break;
+                    }
+                },
+            }
+        }
+        done
     }
 
     /// The private chats among `due` whose person may be messaged unprompted now (on
     /// platforms with a [`Deliver::reply_window`]).
     async fn open_windows(
         &self,
-        due: &BTreeMap<(String, String), Vec<(message::Model, OutboundMessage)>>,
+        due: &BTreeMap<(String, String), Vec<Item>>,
     ) -> Result<HashSet<(Platform, String)>, StoreError> {
         let mut open = HashSet::new();
         let now = now_millis();

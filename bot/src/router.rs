@@ -14,7 +14,7 @@ use crate::error::{APOLOGY, CommandError};
 use crate::ids::now_millis;
 use crate::message::{ChatAddress, ChatKind, Content, Incoming, Outgoing, Reply};
 use crate::middleware::{BanCheck, Middleware, RateLimit};
-use crate::outbox::Recorded;
+use crate::outbox::{Handover, Recorded};
 use crate::store::entities::message::status;
 use crate::store::{NewMessage, Person, Sighting, StoreError};
 
@@ -232,10 +232,9 @@ impl Router {
             // held for it goes out now, ahead of this message's replies. Both are written
             // at most once a minute per person (held rows only arise while the window
             // is closed, i.e. before that first message).
-            if store.open_window(&person, received_at).await?
-                && store.release_held(&incoming.chat).await? > 0
-            {
-                self.core.outbox.wake();
+            if store.open_window(&person, received_at).await? {
+                let released = store.release_held(&incoming.chat).await?;
+                self.core.outbox.requeued(&incoming.chat, &released);
             }
         }
         let ctx = Ctx::new(self.core.clone(), incoming, person);
@@ -288,6 +287,7 @@ impl Router {
             rows.clear();
         }
         let mut recorded = Vec::new();
+        let mut handover = Handover::default();
         for reply in outcome.replies {
             let edits = if reply.in_place {
                 ctx.incoming.on_message.clone()
@@ -297,22 +297,33 @@ impl Router {
             let mut out = Outgoing::new(ctx.incoming.chat.clone(), reply);
             out.user_id = user_id;
             out.edits = edits;
-            let (r, rec) =
-                self.core
-                    .outbox
-                    .rows_for(out, Some(inbound_id), mode == ReplyMode::Inline);
+            let outbox = &self.core.outbox;
+            let (r, rec) = match mode {
+                ReplyMode::Inline => outbox.rows_for(out, Some(inbound_id), true),
+                ReplyMode::Outbox => {
+                    let (r, rec, fast) = outbox.reply_rows(out, inbound_id);
+                    handover.extend(fast);
+                    (r, rec)
+                }
+            };
             // A forgotten person's replies are kept only while they wait for the outbox.
             if !(forgotten && mode == ReplyMode::Inline) {
                 rows.extend(r);
             }
             recorded.extend(rec);
         }
+        let table_lane = mode == ReplyMode::Outbox && recorded.len() > handover.len();
         store.record_seen(rows, sighting).await?;
         let metrics = &self.core.metrics;
         metrics.message(platform.as_str(), true, outcome.status);
         metrics.handled(outcome.command.unwrap_or("-"), elapsed.as_secs_f64());
-        if mode == ReplyMode::Outbox && !recorded.is_empty() {
-            self.core.outbox.wake();
+        if mode == ReplyMode::Outbox {
+            // Committed: the fast lane's replies go to the worker in memory, the others
+            // wait for its scan.
+            self.core.outbox.hand_over(handover);
+            if table_lane {
+                self.core.outbox.wake();
+            }
         } else {
             for _ in &recorded {
                 metrics.message(platform.as_str(), false, status::DELIVERED);

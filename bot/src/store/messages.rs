@@ -3,7 +3,8 @@
 
 use sea_orm::sea_query::{Alias, Expr, ExprTrait, Query};
 use sea_orm::{
-    ColumnTrait, Condition, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder, QuerySelect, Set,
+    ColumnTrait, Condition, DbBackend, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder,
+    QuerySelect, Set,
 };
 
 use super::Sighting;
@@ -67,6 +68,32 @@ impl NewMessage {
             duration_ms: Set(self.duration_ms),
         }
     }
+}
+
+impl NewMessage {
+    /// The row as [`Self::into_active`] stores it, without a read back.
+    pub fn model(&self) -> message::Model {
+        use sea_orm::TryIntoModel;
+        self.clone()
+            .into_active()
+            .try_into_model()
+            .expect("every column of a new row is set")
+    }
+}
+
+/// A filter for a statement that already names its rows by id: checked on those rows, and
+/// never answered from an index. Left bare, PostgreSQL's planner likes
+/// `messages_outbox_due` for a status filter (few rows are pending, its statistics say) and
+/// ANDs it with the primary key; but that index keeps an entry for every row version that
+/// was ever pending until VACUUM, so the lookup read thousands of dead entries to find a
+/// few dozen rows: 1.3 ms instead of 0.1 ms per marking at 20,000 replies, and growing.
+fn by_id_only(backend: DbBackend, filter: Condition) -> Expr {
+    // Each backend's builder fills in only its own placeholder style.
+    let sql = match backend {
+        DbBackend::Postgres => "($1) IS TRUE",
+        _ => "(?) IS TRUE",
+    };
+    Expr::cust_with_expr(sql, Expr::from(filter))
 }
 
 /// Totals for `/metrics` and the admin status page.
@@ -158,8 +185,12 @@ impl Store {
         let claimed = message::Entity::update_many()
             .col_expr(message::Column::NextAttemptAt, Expr::value(now + lease_ms))
             .filter(message::Column::Id.is_in(ids.iter().copied()))
-            .filter(message::Column::Status.eq(status::PENDING))
-            .filter(message::Column::NextAttemptAt.lte(now))
+            .filter(by_id_only(
+                self.db.get_database_backend(),
+                Condition::all()
+                    .add(message::Column::Status.eq(status::PENDING))
+                    .add(message::Column::NextAttemptAt.lte(now)),
+            ))
             .exec_with_returning(&self.db)
             .await?;
         Ok(claimed.into_iter().map(|m| m.id).collect())
@@ -173,7 +204,10 @@ impl Store {
         message::Entity::update_many()
             .col_expr(message::Column::NextAttemptAt, Expr::value(now_millis()))
             .filter(message::Column::Id.is_in(ids.iter().copied()))
-            .filter(message::Column::Status.eq(status::PENDING))
+            .filter(by_id_only(
+                self.db.get_database_backend(),
+                Condition::all().add(message::Column::Status.eq(status::PENDING)),
+            ))
             .exec(&self.db)
             .await?;
         Ok(())
@@ -226,7 +260,10 @@ impl Store {
             .col_expr(C::NextAttemptAt, Expr::value(Option::<i64>::None))
             .col_expr(C::FinishedAt, Expr::value(now_millis()))
             .filter(C::Id.is_in(rows.iter().map(|r| r.id)))
-            .filter(C::Status.is_in([status::HELD, status::PENDING]))
+            .filter(by_id_only(
+                self.db.get_database_backend(),
+                Condition::all().add(C::Status.is_in([status::HELD, status::PENDING])),
+            ))
             .exec(&self.db)
             .await?;
         for row in rows {
@@ -265,8 +302,8 @@ impl Store {
         Ok(res.rows_affected == 1)
     }
 
-    /// Makes a chat's held outbound rows due again (their recipient is back); how many.
-    pub async fn release_held(&self, chat: &ChatAddress) -> Result<u64, StoreError> {
+    /// Makes a chat's held outbound rows due again (their recipient is back); their ids.
+    pub async fn release_held(&self, chat: &ChatAddress) -> Result<Vec<i64>, StoreError> {
         let res = message::Entity::update_many()
             .col_expr(message::Column::Status, Expr::value(status::PENDING))
             .col_expr(message::Column::Detail, Expr::value(Option::<String>::None))
@@ -274,9 +311,22 @@ impl Store {
             .filter(message::Column::Platform.eq(chat.platform.as_str()))
             .filter(message::Column::ChatId.eq(&chat.chat_id))
             .filter(message::Column::Status.eq(status::HELD))
-            .exec(&self.db)
+            .exec_with_returning(&self.db)
             .await?;
-        Ok(res.rows_affected)
+        Ok(res.into_iter().map(|m| m.id).collect())
+    }
+
+    /// Every pending outbound row: id, platform, chat (what the outbox's lanes must know
+    /// at start).
+    pub async fn pending_outbound(&self) -> Result<Vec<(i64, String, String)>, StoreError> {
+        use message::Column as C;
+        Ok(message::Entity::find()
+            .select_only()
+            .columns([C::Id, C::Platform, C::ChatId])
+            .filter(C::Status.eq(status::PENDING))
+            .into_tuple()
+            .all(&self.db)
+            .await?)
     }
 
     /// The statuses of outbound rows, by id (for `/shares`).
