@@ -12,6 +12,7 @@ mod m20261122_000003_create_sharing_tables;
 mod m20261201_000001_add_messaging_window;
 mod m20261201_000002_per_friend_play_checks;
 mod m20261203_000001_seen_updates_key_order;
+mod m20261203_000002_identities_last_chat_key_order;
 
 /// Every migration, oldest first.
 #[derive(Debug)]
@@ -27,6 +28,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261201_000001_add_messaging_window::Migration),
             Box::new(m20261201_000002_per_friend_play_checks::Migration),
             Box::new(m20261203_000001_seen_updates_key_order::Migration),
+            Box::new(m20261203_000002_identities_last_chat_key_order::Migration),
         ]
     }
 }

@@ -14,6 +14,7 @@ backend_tests!(
     redelivered_events_are_answered_once,
     events_arriving_together_are_deduped_each,
     handled_events_stay_handled_across_the_key_migration,
+    a_senders_look_up_uses_the_identity_key,
     groups_answer_only_commands_for_us,
     buttons_run_their_command,
     users_over_the_rate_limit_are_told_to_slow_down,
@@ -109,7 +110,8 @@ async fn handled_events_stay_handled_across_the_key_migration(backend: Backend) 
     let db = app.core.store.db();
     let event = |ext: &str| incoming("9", ChatKind::Private, "9", text("/ping"), Some(ext));
     assert_eq!(send(&app, event("before")).await, vec!["pong"]);
-    Migrator::down(db, Some(1))
+    // Back to before m20261203_000001 (the newer migrations first).
+    Migrator::down(db, Some(2))
         .await
         .expect("migration reverts");
     assert_eq!(
@@ -280,5 +282,80 @@ async fn banned_users_get_no_answer(backend: Backend) {
         .await
         .unwrap();
     assert_eq!(send(&app, msg()).await, vec!["pong"]);
+    app.stop().await;
+}
+
+/// The query plan of a statement, one line per row (PostgreSQL's generic plan, as a
+/// prepared statement gets it after a few runs; SQLite's query plan).
+async fn plan(app: &crate::helpers::TestApp, pg_params: &str, sql: &str, args: &str) -> String {
+    use sea_orm::{ConnectionTrait, DbBackend, Statement, TransactionTrait};
+    let db = app.core.store.db();
+    let backend = db.get_database_backend();
+    let txn = db.begin().await.unwrap();
+    let run = |q: String| Statement::from_string(backend, q);
+    let rows = if backend == DbBackend::Postgres {
+        txn.execute_unprepared("SET LOCAL plan_cache_mode = force_generic_plan")
+            .await
+            .unwrap();
+        txn.execute_unprepared(&format!("PREPARE plan_probe ({pg_params}) AS {sql}"))
+            .await
+            .unwrap();
+        let rows = txn
+            .query_all_raw(run(format!("EXPLAIN EXECUTE plan_probe ({args})")))
+            .await
+            .unwrap();
+        txn.execute_unprepared("DEALLOCATE plan_probe")
+            .await
+            .unwrap();
+        rows.iter()
+            .map(|r| r.try_get_by_index::<String>(0).unwrap())
+            .collect::<Vec<_>>()
+    } else {
+        let mut sql = sql.to_owned();
+        for (i, arg) in args.split(", ").enumerate() {
+            sql = sql.replace(&format!("${}", i + 1), arg);
+        }
+        txn.query_all_raw(run(format!("EXPLAIN QUERY PLAN {sql}")))
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| r.try_get_by_index::<String>(3).unwrap())
+            .collect()
+    };
+    txn.rollback().await.unwrap();
+    rows.join("\n")
+}
+
+/// Migration m20261203_000002: a sender is looked up by the unique identity key, both
+/// columns, even on a table younger than its statistics (where PostgreSQL used to match
+/// the chat index on the platform alone and filter every identity); the chat look-ups
+/// keep an index of their own.
+async fn a_senders_look_up_uses_the_identity_key(backend: Backend) {
+    let (app, _tg, _db) = app_with_fake(backend, |_| {}).await;
+    for i in 0..20 {
+        let id = format!("{}", 500 + i);
+        let msg = incoming(&id, ChatKind::Private, &id, text("/ping"), None);
+        assert_eq!(send(&app, msg).await, vec!["pong"]);
+    }
+    let sender = plan(
+        &app,
+        "text, text",
+        "SELECT id FROM identities WHERE platform = $1 AND platform_user_id = $2 LIMIT 1",
+        "'telegram', '507'",
+    )
+    .await;
+    assert!(sender.contains("identities_platform_user"), "{sender}");
+    assert!(
+        sender.contains("platform_user_id") && !sender.contains("Filter"),
+        "both columns are the index condition: {sender}"
+    );
+    let chat = plan(
+        &app,
+        "text, text",
+        "SELECT id FROM identities WHERE platform = $1 AND last_chat_id = $2",
+        "'telegram', '507'",
+    )
+    .await;
+    assert!(chat.contains("identities_last_chat_platform"), "{chat}");
     app.stop().await;
 }
