@@ -81,37 +81,8 @@ async fn permanent_failures_are_dead_lettered(backend: Backend) {
         reason: "Forbidden: bot was blocked by the user".into(),
     }]);
     let app = spawn_app_with(test_config(&db), vec![tg.clone() as Arc<dyn Deliver>]).await;
-    let incoming = Incoming {
-        external_id: Some("update-1".into()),
-        chat: tg_chat("42"),
-        chat_kind: ChatKind::Private,
-        user: UserRef {
-            platform: Platform::Telegram,
-            id: "42".into(),
-            display_name: "Jo".into(),
-            username: Some("jo".into()),
-        },
-        content: Content::Text("/ping".into()),
-        bot_username: Some("segue_bot".into()),
-        private_chat: None,
-        to_bot: false,
-        on_message: None,
-    };
-    let segue_bot::Handled::Replied(replies) = app
-        .router
-        .handle(incoming, ReplyMode::Outbox)
-        .await
-        .unwrap()
-    else {
-        panic!("handled");
-    };
-    let id = replies[0].id;
-    assert!(
-        eventually(Duration::from_secs(5), || async {
-            app.core.store.message(id).await.unwrap().unwrap().status == status::DEAD
-        })
-        .await
-    );
+    let id = reply_id(&app, ping("42", "update-1", "/ping")).await;
+    assert!(reaches(&app, id, status::DEAD).await);
     for _ in 0..3 {
         app.core.outbox.deliver_due().await.unwrap();
     }
@@ -216,7 +187,7 @@ fn ping(chat: &str, update: &str, text: &str) -> Incoming {
             platform: Platform::Telegram,
             id: chat.into(),
             display_name: "Jo".into(),
-            username: None,
+            username: Some("jo".into()),
         },
         content: Content::Text(text.into()),
         bot_username: Some("segue_bot".into()),
@@ -224,6 +195,27 @@ fn ping(chat: &str, update: &str, text: &str) -> Incoming {
         to_bot: false,
         on_message: None,
     }
+}
+
+/// The id of the (first) reply the router recorded, in outbox mode.
+async fn reply_id(app: &crate::helpers::TestApp, incoming: Incoming) -> i64 {
+    match app
+        .router
+        .handle(incoming, ReplyMode::Outbox)
+        .await
+        .unwrap()
+    {
+        segue_bot::Handled::Replied(replies) => replies[0].id,
+        other => panic!("not handled: {other:?}"),
+    }
+}
+
+/// Whether a message reaches `status` within 5 seconds.
+async fn reaches(app: &crate::helpers::TestApp, id: i64, status: &str) -> bool {
+    eventually(Duration::from_secs(5), || async {
+        app.core.store.message(id).await.unwrap().unwrap().status == status
+    })
+    .await
 }
 
 /// How many outbound messages the worker took from a lane (`segue_outbox_lane_total`).
@@ -250,21 +242,8 @@ async fn replies_are_handed_over_without_a_scan(backend: Backend) {
     let tg = FakePlatform::new(Platform::Telegram);
     let app = spawn_app_with(test_config(&db), vec![tg.clone() as Arc<dyn Deliver>]).await;
     fast_lane_opened(&app).await;
-    let segue_bot::Handled::Replied(replies) = app
-        .router
-        .handle(ping("5", "u1", "/ping"), ReplyMode::Outbox)
-        .await
-        .unwrap()
-    else {
-        panic!("handled");
-    };
-    let id = replies[0].id;
-    assert!(
-        eventually(Duration::from_secs(5), || async {
-            app.core.store.message(id).await.unwrap().unwrap().status == status::DELIVERED
-        })
-        .await
-    );
+    let id = reply_id(&app, ping("5", "u1", "/ping")).await;
+    assert!(reaches(&app, id, status::DELIVERED).await);
     assert_eq!(tg.delivered_texts(), vec!["pong"]);
     let row = app.core.store.message(id).await.unwrap().unwrap();
     assert_eq!(row.attempts, 1);
