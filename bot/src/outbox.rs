@@ -183,20 +183,26 @@ struct Lanes {
     fast: VecDeque<Item>,
 }
 
+fn key(chat: &ChatAddress) -> ChatKey {
+    (chat.platform, chat.chat_id.clone())
+}
+
 impl Lanes {
-    fn slow(&mut self, platform: Platform, chat_id: &str, ids: impl IntoIterator<Item = i64>) {
+    /// Rows of `chat` now wait in the table lane.
+    fn slow(&mut self, chat: &ChatAddress, ids: impl IntoIterator<Item = i64>) {
         let mut ids = ids.into_iter().peekable();
         if ids.peek().is_some() {
-            self.slow
-                .entry((platform, chat_id.to_owned()))
-                .or_default()
-                .extend(ids);
+            self.slow.entry(key(chat)).or_default().extend(ids);
         }
     }
 
+    fn is_slow(&self, chat: &ChatAddress) -> bool {
+        self.slow.contains_key(&key(chat))
+    }
+
     /// A table-lane row is finished (delivered, dead, held): its chat may turn fast.
-    fn settled(&mut self, platform: Platform, chat_id: &str, id: i64) {
-        let key = (platform, chat_id.to_owned());
+    fn settled(&mut self, chat: &ChatAddress, id: i64) {
+        let key = key(chat);
         if let Some(ids) = self.slow.get_mut(&key) {
             ids.remove(&id);
             if ids.is_empty() {
@@ -367,8 +373,7 @@ impl Outbox {
         } else {
             Lane::Table
         };
-        let (rows, recorded) = self.rows(out, in_reply_to, lane);
-        (rows, recorded)
+        self.rows(out, in_reply_to, lane)
     }
 
     /// Rows for a reply the router is about to record, for delivery by the worker: in the
@@ -382,10 +387,7 @@ impl Outbox {
     ) -> (Vec<NewMessage>, Vec<Recorded>, Handover) {
         let fast = self.deliverers.contains_key(&out.to.platform) && {
             let lanes = self.lanes();
-            lanes.open
-                && !lanes
-                    .slow
-                    .contains_key(&(out.to.platform, out.to.chat_id.clone()))
+            lanes.open && !lanes.is_slow(&out.to)
         };
         if !fast {
             let (rows, recorded) = self.rows(out, Some(in_reply_to), Lane::Table);
@@ -463,15 +465,14 @@ impl Outbox {
         if lane == Lane::Table {
             // Slow from before the rows are committed: a reply recorded meanwhile must
             // not overtake them.
-            self.lanes()
-                .slow(out.to.platform, &out.to.chat_id, rows.iter().map(|r| r.id));
+            self.lanes().slow(&out.to, rows.iter().map(|r| r.id));
         }
         (rows, recorded)
     }
 
     /// Hands committed fast-lane replies to the delivery worker.
     pub fn hand_over(&self, handover: Handover) {
-        if handover.0.is_empty() {
+        if handover.is_empty() {
             return;
         }
         self.lanes().fast.extend(handover.0);
@@ -484,8 +485,7 @@ impl Outbox {
         if ids.is_empty() {
             return;
         }
-        self.lanes()
-            .slow(chat.platform, &chat.chat_id, ids.iter().copied());
+        self.lanes().slow(chat, ids.iter().copied());
         self.wake();
     }
 
@@ -497,7 +497,7 @@ impl Outbox {
         let mut lanes = self.lanes();
         for (id, platform, chat_id) in pending {
             if let Ok(platform) = platform.parse::<Platform>() {
-                lanes.slow(platform, &chat_id, [id]);
+                lanes.slow(&ChatAddress::new(platform, chat_id), [id]);
             }
         }
         lanes.open = true;
@@ -511,9 +511,7 @@ impl Outbox {
 
     /// Whether a chat's replies take the table lane now (it has rows waiting there).
     pub fn is_slow(&self, chat: &ChatAddress) -> bool {
-        self.lanes()
-            .slow
-            .contains_key(&(chat.platform, chat.chat_id.clone()))
+        self.lanes().is_slow(chat)
     }
 
     /// Forgets slow-lane ids whose rows are no longer pending (delivered by a console
@@ -607,7 +605,7 @@ impl Outbox {
             // their lease runs out).
             let mut lanes = self.lanes();
             for (id, to) in taken {
-                lanes.slow(to.platform, &to.chat_id, [id]);
+                lanes.slow(&to, [id]);
             }
         }
         result
@@ -670,7 +668,7 @@ impl Outbox {
                 {
                     // Not a reply, and the person hasn't written lately: the platform
                     // forbids it. Held until they write again; the chat's replies go on.
-                    held.push((row.id, msg.to.platform, msg.to.chat_id.clone(), window));
+                    held.push((row.id, msg.to, window));
                     continue;
                 }
                 let group = deliverer.is_group(&msg.to.chat_id);
@@ -695,15 +693,17 @@ impl Outbox {
                 chats.push(take);
             }
         }
-        for (id, platform, chat_id, window) in held {
+        for (id, to, window) in held {
             let reason = format!(
-                "outside {platform}'s {}-hour messaging window: sent when they next write",
+                "outside {}'s {}-hour messaging window: sent when they next write",
+                to.platform,
                 window.as_secs().div_ceil(3600)
             );
             if self.store.hold(id, &reason).await? {
                 round.attempted += 1;
-                self.metrics.message(platform.as_str(), false, status::HELD);
-                self.lanes().settled(platform, &chat_id, id);
+                self.metrics
+                    .message(to.platform.as_str(), false, status::HELD);
+                self.lanes().settled(&to, id);
             }
         }
         if !spill.is_empty() {
@@ -711,7 +711,7 @@ impl Outbox {
             self.store.release(&ids).await?;
             let mut lanes = self.lanes();
             for (id, to) in &spill {
-                lanes.slow(to.platform, &to.chat_id, [*id]);
+                lanes.slow(to, [*id]);
             }
             drop(lanes);
             self.scan.store(true, Ordering::Release);
@@ -729,17 +729,17 @@ impl Outbox {
             sent.extend(chat.sent);
             let mut lanes = self.lanes();
             for (id, to) in chat.requeued {
-                lanes.slow(to.platform, &to.chat_id, [id]);
+                lanes.slow(&to, [id]);
             }
             for (id, to) in chat.settled {
-                lanes.settled(to.platform, &to.chat_id, id);
+                lanes.settled(&to, id);
             }
         }
         let rows: Vec<&message::Model> = sent.iter().map(|(row, _)| row).collect();
         self.store.mark_delivered(&rows).await?;
         let mut lanes = self.lanes();
         for (row, to) in &sent {
-            lanes.settled(to.platform, &to.chat_id, row.id);
+            lanes.settled(to, row.id);
         }
         drop(lanes);
         for (_, to) in &sent {
@@ -765,10 +765,7 @@ impl Outbox {
         let mut fast = Vec::with_capacity(taken.len());
         let mut spill = Vec::new();
         for (row, msg) in taken {
-            if lanes
-                .slow
-                .contains_key(&(msg.to.platform, msg.to.chat_id.clone()))
-            {
+            if lanes.is_slow(&msg.to) {
                 spill.push((row.id, msg.to));
             } else {
                 fast.push((row, msg));
@@ -792,34 +789,36 @@ impl Outbox {
             done.attempted += 1;
             match deliverer.deliver(&msg).await {
                 Ok(()) => done.sent.push((row, msg.to)),
-                Err(e) => match self.failed(&row, &msg, e).await {
-                    Ok(false) => done.settled.push((row.id, msg.to)),
-                    Ok(true) => {
-                        // Retrying: the chat's later messages wait for it, released from
-                        // their lease so they follow as soon as it goes.
-                        let later: Vec<(i64, ChatAddress)> = rest
-                            .filter(|(r, _)| claimed.contains(&r.id))
-                            .map(|(r, m)| (r.id, m.to))
-                            .collect();
+                Err(e) => {
+                    let retrying = match self.failed(&row, &msg, e).await {
+                        Ok(false) => {
+                            done.settled.push((row.id, msg.to));
+                            continue;
+                        }
+                        Ok(true) => true,
+                        Err(e) => {
+                            tracing::error!(error = %e, id = row.id, "recording a failed delivery failed");
+                            false
+                        }
+                    };
+                    // The chat's later messages wait in the table lane behind this one.
+                    let later: Vec<(i64, ChatAddress)> = rest
+                        .filter(|(r, _)| claimed.contains(&r.id))
+                        .map(|(r, m)| (r.id, m.to))
+                        .collect();
+                    if retrying {
+                        // Released from their lease, so they follow as soon as it goes.
+                        // (Otherwise all stay claimed: a scan takes them once the lease
+                        // runs out.)
                         let ids: Vec<i64> = later.iter().map(|(id, _)| *id).collect();
                         if let Err(e) = self.store.release(&ids).await {
                             tracing::error!(error = %e, "releasing claimed rows failed");
                         }
-                        done.requeued.push((row.id, msg.to));
-                        done.requeued.extend(later);
-                        break;
                     }
-                    Err(e) => {
-                        tracing::error!(error = %e, id = row.id, "recording a failed delivery failed");
-                        // Still claimed: a scan takes them once their lease runs out.
-                        done.requeued.push((row.id, msg.to));
-                        done.requeued.extend(
-                            rest.filter(|(r, _)| claimed.contains(&r.id))
-                                .map(|(r, m)| (r.id, m.to)),
-                        );
-                        break;
-                    }
-                },
+                    done.requeued.push((row.id, msg.to));
+                    done.requeued.extend(later);
+                    break;
+                }
             }
         }
         done

@@ -68,9 +68,7 @@ impl NewMessage {
             duration_ms: Set(self.duration_ms),
         }
     }
-}
 
-impl NewMessage {
     /// The row as [`Self::into_active`] stores it, without a read back.
     pub fn model(&self) -> message::Model {
         use sea_orm::TryIntoModel;
