@@ -19,4 +19,5 @@ mod outbox;
 mod router;
 mod sharing;
 mod spotify;
+mod store;
 mod telegram;

@@ -4,7 +4,7 @@
 use sea_orm::sea_query::{Alias, Expr, ExprTrait, Query};
 use sea_orm::{
     ColumnTrait, Condition, DbBackend, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder,
-    QuerySelect, Set,
+    QuerySelect,
 };
 
 use super::Sighting;
@@ -37,7 +37,7 @@ impl NewMessage {
     /// The row as stored. Inbound rows, and outbound rows already delivered (inline), are
     /// stored with their one-time secrets masked ([`redact::mask`]); an outbox row keeps
     /// its text until it is delivered ([`Store::mark_delivered`]).
-    pub(super) fn into_active(self) -> message::ActiveModel {
+    pub(super) fn into_model(self) -> message::Model {
         let masked = self.inbound || self.status == status::DELIVERED;
         let buttons = (!self.buttons.is_empty())
             .then(|| serde_json::to_string(&self.buttons).unwrap_or_default());
@@ -49,33 +49,34 @@ impl NewMessage {
         } else {
             (self.text, buttons)
         };
-        message::ActiveModel {
-            id: Set(self.id),
-            direction: Set(if self.inbound { "in" } else { "out" }.to_owned()),
-            platform: Set(self.chat.platform.as_str().to_owned()),
-            chat_id: Set(self.chat.chat_id),
-            user_id: Set(self.user_id),
-            external_id: Set(self.external_id),
-            in_reply_to: Set(self.in_reply_to),
-            text: Set(text),
-            buttons: Set(buttons),
-            status: Set(self.status.to_owned()),
-            detail: Set(self.detail),
-            attempts: Set(i32::from(self.status == status::DELIVERED)),
-            next_attempt_at: Set(self.next_attempt_at),
-            created_at: Set(self.created_at),
-            finished_at: Set(self.finished_at),
-            duration_ms: Set(self.duration_ms),
+        message::Model {
+            id: self.id,
+            direction: if self.inbound { "in" } else { "out" }.to_owned(),
+            platform: self.chat.platform.as_str().to_owned(),
+            chat_id: self.chat.chat_id,
+            user_id: self.user_id,
+            external_id: self.external_id,
+            in_reply_to: self.in_reply_to,
+            text,
+            buttons,
+            status: self.status.to_owned(),
+            detail: self.detail,
+            attempts: i32::from(self.status == status::DELIVERED),
+            next_attempt_at: self.next_attempt_at,
+            created_at: self.created_at,
+            finished_at: self.finished_at,
+            duration_ms: self.duration_ms,
         }
     }
 
-    /// The row as [`Self::into_active`] stores it, without a read back.
+    /// [`Self::into_model`], ready to insert.
+    pub(super) fn into_active(self) -> message::ActiveModel {
+        self.into_model().into()
+    }
+
+    /// The row as [`Self::into_model`] stores it, without a read back.
     pub fn model(&self) -> message::Model {
-        use sea_orm::TryIntoModel;
-        self.clone()
-            .into_active()
-            .try_into_model()
-            .expect("every column of a new row is set")
+        self.clone().into_model()
     }
 }
 
@@ -121,7 +122,7 @@ impl Store {
         let markers = seen.map(Sighting::marker).into_iter().collect();
         self.writer
             .write(
-                rows.into_iter().map(NewMessage::into_active).collect(),
+                rows.into_iter().map(NewMessage::into_model).collect(),
                 markers,
             )
             .await

@@ -174,12 +174,11 @@ pub struct Sighting {
 }
 
 impl Sighting {
-    pub(super) fn marker(&self) -> entities::seen_update::ActiveModel {
-        use sea_orm::Set;
-        entities::seen_update::ActiveModel {
-            platform: Set(self.key.0.as_str().to_owned()),
-            external_id: Set(self.key.1.clone()),
-            seen_at: Set(crate::ids::now_millis()),
+    pub(super) fn marker(&self) -> entities::seen_update::Model {
+        entities::seen_update::Model {
+            platform: self.key.0.as_str().to_owned(),
+            external_id: self.key.1.clone(),
+            seen_at: crate::ids::now_millis(),
         }
     }
 }

@@ -1,0 +1,99 @@
+//! Storage below the router: the group commit that writes audit and outbox rows (an
+//! array INSERT on PostgreSQL, multi-row INSERTs on SQLite) keeps what it is given.
+
+use sea_orm::EntityTrait;
+use segue_bot::store::NewMessage;
+use segue_bot::store::entities::message::{self, status};
+use segue_bot::{Button, ChatAddress, Platform};
+
+use crate::helpers::{Backend, TestDb, backend_tests, spawn_app};
+
+backend_tests!(
+    the_group_commit_keeps_every_column,
+    a_row_that_cant_be_written_fails_only_its_caller,
+);
+
+/// A row with every optional column set, and one with none.
+fn full_and_bare(ids: (i64, i64)) -> (NewMessage, NewMessage) {
+    let full = NewMessage {
+        id: ids.0,
+        inbound: false,
+        chat: ChatAddress::new(Platform::Telegram, "-100123"),
+        user_id: Some(77),
+        external_id: Some("upd-9".into()),
+        in_reply_to: Some(ids.1),
+        text: "héllo, «world» 🎵\nline two".into(),
+        buttons: vec![
+            Button::link("Open", "https://open.spotify.com/track/x"),
+            Button::command("Again", "/ping"),
+        ],
+        status: status::PENDING,
+        detail: Some("waiting for a retry".into()),
+        next_attempt_at: Some(1_700_000_000_123),
+        created_at: 1_700_000_000_000,
+        finished_at: Some(1_700_000_000_456),
+        duration_ms: Some(42),
+    };
+    let bare = NewMessage {
+        id: ids.1,
+        inbound: true,
+        chat: ChatAddress::new(Platform::Web, "s1"),
+        user_id: None,
+        external_id: None,
+        in_reply_to: None,
+        text: String::new(),
+        buttons: Vec::new(),
+        status: status::HANDLED,
+        detail: None,
+        next_attempt_at: None,
+        created_at: 1_700_000_000_001,
+        finished_at: None,
+        duration_ms: None,
+    };
+    (full, bare)
+}
+
+async fn the_group_commit_keeps_every_column(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let app = spawn_app(&db).await;
+    let store = app.core.store.clone();
+    let (full, bare) = full_and_bare((store.next_id(), store.next_id()));
+    store
+        .record(vec![full.clone(), bare.clone()])
+        .await
+        .expect("recorded");
+    for row in [&full, &bare] {
+        let stored = message::Entity::find_by_id(row.id)
+            .one(store.db())
+            .await
+            .expect("read back")
+            .expect("the row is there");
+        assert_eq!(stored, row.model());
+    }
+    app.stop().await;
+}
+
+async fn a_row_that_cant_be_written_fails_only_its_caller(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let app = spawn_app(&db).await;
+    let store = app.core.store.clone();
+    let (taken, _) = full_and_bare((store.next_id(), store.next_id()));
+    store.record(vec![taken.clone()]).await.expect("recorded");
+    // Callers at once, so they may share a commit: one of them reuses a stored id.
+    let fresh: Vec<NewMessage> = (0..8)
+        .map(|_| full_and_bare((store.next_id(), store.next_id())).1)
+        .collect();
+    let bad = store.record(vec![taken.clone()]);
+    let good = futures::future::join_all(fresh.iter().map(|m| store.record(vec![m.clone()])));
+    let (bad, good) = tokio::join!(bad, good);
+    assert!(bad.is_err(), "a duplicate id is refused");
+    assert!(good.iter().all(Result::is_ok), "{good:?}");
+    for row in &fresh {
+        let stored = message::Entity::find_by_id(row.id)
+            .one(store.db())
+            .await
+            .expect("read back");
+        assert_eq!(stored, Some(row.model()));
+    }
+    app.stop().await;
+}
