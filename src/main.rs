@@ -7,7 +7,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use segue::config::Config;
-use segue::startup::{Application, open_database, shutdown_signal};
+use segue::startup::{Application, Extras, Role, open_database, shutdown_signal};
 use segue_migrations::{Migrator, MigratorTrait};
 
 /// mimalloc: the server allocates many small short-lived buffers per message, and glibc's
@@ -32,7 +32,13 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run everything enabled: HTTP server, platform adapters, workers (the default).
-    Serve,
+    Serve {
+        /// Run one part only, for scaling out on one database: `web` (HTTP listeners),
+        /// `worker` (outbox delivery, play checks, pruning) or `gateway` (command menus,
+        /// webhook registration, Telegram polling, the Discord gateway).
+        #[arg(long, value_enum)]
+        role: Option<Role>,
+    },
     /// Database migrations (serve runs `up` by itself).
     Migrate {
         #[arg(value_enum, default_value_t = MigrateAction::Up)]
@@ -68,7 +74,7 @@ enum Format {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let command = cli.command.unwrap_or(Command::Serve);
+    let command = cli.command.unwrap_or(Command::Serve { role: None });
     if let Command::Commands { format } = command {
         return print_commands(format);
     }
@@ -100,7 +106,8 @@ fn main() -> ExitCode {
         match command {
             Command::Migrate { action } => migrate(&config, action).await,
             Command::RegisterCommands => register_commands(&config).await,
-            _ => serve(config).await,
+            Command::Serve { role } => serve(config, role).await,
+            Command::CheckConfig | Command::Commands { .. } => Ok(()),
         }
     });
     match result {
@@ -125,19 +132,31 @@ fn print_commands(format: Format) -> ExitCode {
     ExitCode::SUCCESS
 }
 
-async fn serve(config: Config) -> anyhow::Result<()> {
-    let app = Application::build(config).await?;
+async fn serve(config: Config, role: Option<Role>) -> anyhow::Result<()> {
+    let app = Application::build_with(
+        config,
+        Extras {
+            role,
+            ..Extras::default()
+        },
+    )
+    .await?;
     let (token, generated) = app.admin_token();
     let address = app.address();
     let admin = app.admin_address();
-    eprintln!("\nSegue is running.");
-    eprintln!("  web console:     http://{address}/console");
-    eprintln!("  admin dashboard: http://{admin}/  (user: any, password: the admin token)");
-    if generated {
-        eprintln!(
-            "  admin token for this run: {}\n  (set security.admin_token to keep one across restarts)",
-            token.expose()
-        );
+    match role {
+        None => eprintln!("\nSegue is running."),
+        Some(role) => eprintln!("\nSegue is running the {} role only.", role.as_str()),
+    }
+    if matches!(role, None | Some(Role::Web)) {
+        eprintln!("  web console:     http://{address}/console");
+        eprintln!("  admin dashboard: http://{admin}/  (user: any, password: the admin token)");
+        if generated {
+            eprintln!(
+                "  admin token for this run: {}\n  (set security.admin_token to keep one across restarts)",
+                token.expose()
+            );
+        }
     }
     eprintln!();
     let stop = app.shutdown_token();

@@ -1,7 +1,8 @@
 //! The composition root: `Application::build` opens and migrates the database, registers
 //! the platforms, builds the core, router and HTTP apps and binds both listeners (so a
 //! test can use port 0 and read the port back); `run_until_stopped` serves until the
-//! shutdown token is cancelled, then drains requests and workers.
+//! shutdown token is cancelled, then drains requests and workers. A [`Role`] runs one
+//! part only, for scaling out on one database.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -137,14 +138,52 @@ fn spotify(config: &Config, keys: Arc<Keys>, store: Arc<Store>) -> Option<Arc<Sp
     Some(Arc::new(Spotify::new(settings, keys, store)))
 }
 
-/// What the configuration file doesn't set: extra delivery implementations (fake
-/// platforms in tests, or an embedding program's own), outbox timing, and a listener
-/// bound beforehand (so a test knows its public URL before the app is built).
+/// One part of Segue, for running the parts as separate processes on one database
+/// (`segue serve --role …`). Without a role a process runs all three.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Role {
+    /// The HTTP listeners: web console, webhooks, OAuth, public API, admin dashboard.
+    Web,
+    /// The background workers: outbox delivery, play checks, pruning.
+    Worker,
+    /// The platforms' own connections: command menus and webhook registration, Telegram
+    /// long polling, the Discord gateway.
+    Gateway,
+}
+
+impl Role {
+    /// The name `--role` takes.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Web => "web",
+            Self::Worker => "worker",
+            Self::Gateway => "gateway",
+        }
+    }
+
+    fn runs(role: Option<Self>, part: Self) -> bool {
+        role.is_none_or(|r| r == part)
+    }
+}
+
+/// What the configuration file doesn't set: the role, extra delivery implementations
+/// (fake platforms in tests, or an embedding program's own), outbox timing, and a
+/// listener bound beforehand (so a test knows its public URL before the app is built).
 #[derive(Default)]
 pub struct Extras {
+    /// The one part to run; every part when `None`.
+    pub role: Option<Role>,
     pub deliverers: Vec<Arc<dyn Deliver>>,
     pub outbox: OutboxSettings,
     pub listener: Option<TcpListener>,
+}
+
+/// Both HTTP listeners and their apps (the web role).
+struct Http {
+    listener: TcpListener,
+    admin_listener: TcpListener,
+    app: axum::Router,
+    admin: axum::Router,
 }
 
 /// A built, bound, not yet running Segue.
@@ -153,10 +192,8 @@ pub struct Application {
     core: Arc<Core>,
     router: Arc<Router>,
     adapters: Vec<Box<dyn Adapter>>,
-    listener: TcpListener,
-    admin_listener: TcpListener,
-    app: axum::Router,
-    admin: axum::Router,
+    role: Option<Role>,
+    http: Option<Http>,
     shutdown: CancellationToken,
     admin_token: Secret,
     admin_token_generated: bool,
@@ -180,10 +217,41 @@ pub async fn open_database(config: &Config) -> anyhow::Result<sea_orm::DatabaseC
     })
     .await
     .context("opening the database (database.url)")?;
-    Migrator::up(&db, None)
+    migrate_up(&db)
         .await
         .context("running database migrations")?;
     Ok(db)
+}
+
+/// Applies pending migrations. On PostgreSQL, processes starting together (the roles of
+/// `segue serve --role`) take turns under an advisory lock: the first migrates, the
+/// others then find nothing to do, instead of racing to add the same column.
+async fn migrate_up(db: &sea_orm::DatabaseConnection) -> Result<(), sea_orm::DbErr> {
+    use sea_orm::sqlx;
+    /// Any fixed number; `pg_advisory_lock` keys are per database.
+    const MIGRATION_LOCK: i64 = 0x5365_6775_654d_6967; // "SegueMig"
+    if db.get_database_backend() != sea_orm::DbBackend::Postgres {
+        return Migrator::up(db, None).await;
+    }
+    let err = |e: sqlx::Error| sea_orm::DbErr::Conn(sea_orm::RuntimeErr::SqlxError(e.into()));
+    let mut lock = db
+        .get_postgres_connection_pool()
+        .acquire()
+        .await
+        .map_err(err)?;
+    sqlx::query("SELECT pg_advisory_lock($1)")
+        .bind(MIGRATION_LOCK)
+        .execute(&mut *lock)
+        .await
+        .map_err(err)?;
+    let result = Migrator::up(db, None).await;
+    // Closing the session would release it too; unlocking keeps the connection usable.
+    sqlx::query("SELECT pg_advisory_unlock($1)")
+        .bind(MIGRATION_LOCK)
+        .execute(&mut *lock)
+        .await
+        .map_err(err)?;
+    result
 }
 
 impl Application {
@@ -252,30 +320,37 @@ impl Application {
             router: router.clone(),
             shutdown: shutdown.clone(),
         };
-        let mut routes: Vec<axum::Router> = adapters.iter().map(|a| a.routes(&cx)).collect();
-        routes.push(crate::oauth::routes(core.clone()));
-        routes.push(crate::public_api::routes(core.clone()));
-        let app = crate::http::app(core.clone(), routes);
-        let admin = crate::admin::app(core.clone(), admin_token.clone(), &play_checks);
-
-        let listener = match extras.listener {
-            Some(l) => l,
-            None => TcpListener::bind(config.server.bind)
+        let http = if Role::runs(extras.role, Role::Web) {
+            let mut routes: Vec<axum::Router> = adapters.iter().map(|a| a.routes(&cx)).collect();
+            routes.push(crate::oauth::routes(core.clone()));
+            routes.push(crate::public_api::routes(core.clone()));
+            let listener = match extras.listener {
+                Some(l) => l,
+                None => TcpListener::bind(config.server.bind)
+                    .await
+                    .with_context(|| {
+                        format!("listening on {} (server.bind)", config.server.bind)
+                    })?,
+            };
+            let admin_listener = TcpListener::bind(config.admin.bind)
                 .await
-                .with_context(|| format!("listening on {} (server.bind)", config.server.bind))?,
+                .with_context(|| format!("listening on {} (admin.bind)", config.admin.bind))?;
+            Some(Http {
+                listener,
+                admin_listener,
+                app: crate::http::app(core.clone(), routes),
+                admin: crate::admin::app(core.clone(), admin_token.clone(), &play_checks),
+            })
+        } else {
+            None
         };
-        let admin_listener = TcpListener::bind(config.admin.bind)
-            .await
-            .with_context(|| format!("listening on {} (admin.bind)", config.admin.bind))?;
         Ok(Self {
             config,
             core,
             router,
             adapters,
-            listener,
-            admin_listener,
-            app,
-            admin,
+            role: extras.role,
+            http,
             shutdown,
             admin_token,
             admin_token_generated,
@@ -283,16 +358,25 @@ impl Application {
         })
     }
 
+    /// The public listener's address (`server.bind` in a role without HTTP).
     pub fn address(&self) -> SocketAddr {
-        self.listener
-            .local_addr()
+        self.http
+            .as_ref()
+            .and_then(|h| h.listener.local_addr().ok())
             .unwrap_or(self.config.server.bind)
     }
 
+    /// The admin listener's address (`admin.bind` in a role without HTTP).
     pub fn admin_address(&self) -> SocketAddr {
-        self.admin_listener
-            .local_addr()
+        self.http
+            .as_ref()
+            .and_then(|h| h.admin_listener.local_addr().ok())
             .unwrap_or(self.config.admin.bind)
+    }
+
+    /// The part this process runs; `None` for all of them.
+    pub fn role(&self) -> Option<Role> {
+        self.role
     }
 
     pub fn port(&self) -> u16 {
@@ -317,6 +401,33 @@ impl Application {
         (&self.admin_token, self.admin_token_generated)
     }
 
+    /// The worker role's tasks: outbox delivery and pruning, and the play checks.
+    fn spawn_workers(&self) -> Vec<tokio::task::JoinHandle<()>> {
+        let mut retention = Vec::new();
+        if self.config.web.console {
+            retention.push((Platform::Web, self.config.web.retention));
+        }
+        if !self.config.messenger.page_access_token.is_empty() {
+            retention.push((Platform::Messenger, self.config.messenger.retention));
+        }
+        let mut tasks = segue_jobs::register_all(
+            self.core.outbox.clone(),
+            WorkerSettings {
+                outbox_poll: Duration::from_secs(1),
+                retention,
+            },
+            self.shutdown.clone(),
+        );
+        if let Some(sharing) = &self.core.sharing {
+            tasks.push(tokio::spawn(segue_jobs::play_check::run(
+                self.play_checks.clone(),
+                sharing.clone(),
+                self.shutdown.clone(),
+            )));
+        }
+        tasks
+    }
+
     /// Serves until the shutdown token is cancelled, then lets requests in flight finish
     /// (up to `server.shutdown_grace`) and stops the workers.
     pub async fn run_until_stopped(self) -> anyhow::Result<()> {
@@ -325,44 +436,17 @@ impl Application {
             router: self.router.clone(),
             shutdown: shutdown.clone(),
         };
-        let mut tasks: Vec<tokio::task::JoinHandle<()>> =
-            self.adapters.iter().flat_map(|a| a.spawn(&cx)).collect();
-        let mut retention = Vec::new();
-        if self.config.web.console {
-            retention.push((Platform::Web, self.config.web.retention));
+        let mut tasks: Vec<tokio::task::JoinHandle<()>> = Vec::new();
+        if Role::runs(self.role, Role::Gateway) {
+            tasks.extend(self.adapters.iter().flat_map(|a| a.spawn(&cx)));
         }
-        if !self.config.messenger.page_access_token.is_empty() {
-            retention.push((Platform::Messenger, self.config.messenger.retention));
+        if Role::runs(self.role, Role::Worker) {
+            tasks.extend(self.spawn_workers());
         }
-        tasks.extend(segue_jobs::register_all(
-            self.core.outbox.clone(),
-            WorkerSettings {
-                outbox_poll: Duration::from_secs(1),
-                retention,
-            },
-            shutdown.clone(),
-        ));
-        if let Some(sharing) = &self.core.sharing {
-            tasks.push(tokio::spawn(segue_jobs::play_check::run(
-                self.play_checks.clone(),
-                sharing.clone(),
-                shutdown.clone(),
-            )));
-        }
-
-        let public = axum::serve(self.listener, self.app)
-            .with_graceful_shutdown(shutdown.clone().cancelled_owned());
-        let admin = axum::serve(self.admin_listener, self.admin)
-            .with_graceful_shutdown(shutdown.clone().cancelled_owned());
-        let servers = async { tokio::try_join!(public.into_future(), admin.into_future()) };
         let grace = self.config.server.shutdown_grace;
-        let drained = async {
-            shutdown.cancelled().await;
-            tokio::time::sleep(grace).await;
-        };
-        tokio::select! {
-            res = servers => { res.context("serving HTTP")?; }
-            () = drained => tracing::warn!(?grace, "requests still open after the shutdown grace period; stopping anyway"),
+        match self.http {
+            Some(http) => serve_http(http, &shutdown, grace).await?,
+            None => shutdown.cancelled().await,
         }
         shutdown.cancel();
         for task in tasks {
@@ -373,6 +457,29 @@ impl Application {
         tracing::info!("stopped");
         Ok(())
     }
+}
+
+/// Serves both listeners until the shutdown token is cancelled, then gives requests in
+/// flight up to `grace` to finish.
+async fn serve_http(
+    http: Http,
+    shutdown: &CancellationToken,
+    grace: Duration,
+) -> anyhow::Result<()> {
+    let public = axum::serve(http.listener, http.app)
+        .with_graceful_shutdown(shutdown.clone().cancelled_owned());
+    let admin = axum::serve(http.admin_listener, http.admin)
+        .with_graceful_shutdown(shutdown.clone().cancelled_owned());
+    let servers = async { tokio::try_join!(public.into_future(), admin.into_future()) };
+    let drained = async {
+        shutdown.cancelled().await;
+        tokio::time::sleep(grace).await;
+    };
+    tokio::select! {
+        res = servers => { res.context("serving HTTP")?; }
+        () = drained => tracing::warn!(?grace, "requests still open after the shutdown grace period; stopping anyway"),
+    }
+    Ok(())
 }
 
 /// Resolves on SIGINT (Ctrl-C) or SIGTERM.

@@ -344,3 +344,14 @@ async fn sigterm_with_open_streams_exits_promptly() {
         );
     }
 }
+
+#[test]
+fn serve_names_its_roles_when_given_a_wrong_one() {
+    let out = segue().args(["serve", "--role", "api"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2), "a usage error");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("invalid value 'api'") && err.contains("web, worker, gateway"),
+        "{err}"
+    );
+}

@@ -11,7 +11,7 @@ use async_trait::async_trait;
 use futures::StreamExt;
 use sea_orm::{ConnectionTrait, Database};
 use segue::Config;
-use segue::startup::{Application, Extras};
+use segue::startup::{Application, Extras, Role};
 use segue_bot::outbox::OutboxSettings;
 use segue_bot::{Core, Deliver, DeliverError, OutboundMessage, Platform, Router, Secret};
 use serde_json::Value;
@@ -230,7 +230,12 @@ pub async fn spawn_app(db: &TestDb) -> TestApp {
 }
 
 pub async fn spawn_app_with(config: Config, deliverers: Vec<Arc<dyn Deliver>>) -> TestApp {
-    start(config, deliverers, None).await
+    start(config, deliverers, None, None).await
+}
+
+/// [`spawn_app_with`] running one part only (`segue serve --role …`).
+pub async fn spawn_role(role: Role, config: Config, deliverers: Vec<Arc<dyn Deliver>>) -> TestApp {
+    start(config, deliverers, None, Some(role)).await
 }
 
 /// Binds the public listener first, so that `server.public_url` is the app's own address
@@ -244,13 +249,14 @@ pub async fn spawn_app_at_own_url(db: &TestDb, configure: impl FnOnce(&mut Confi
         .parse()
         .unwrap();
     configure(&mut config);
-    start(config, Vec::new(), Some(listener)).await
+    start(config, Vec::new(), Some(listener), None).await
 }
 
 async fn start(
     config: Config,
     deliverers: Vec<Arc<dyn Deliver>>,
     listener: Option<tokio::net::TcpListener>,
+    role: Option<Role>,
 ) -> TestApp {
     // Warnings reach a failing test's output (captured otherwise).
     let _ = tracing_subscriber::fmt()
@@ -260,6 +266,7 @@ async fn start(
     let app = Application::build_with(
         config,
         Extras {
+            role,
             deliverers,
             outbox: fast_outbox(),
             listener,

@@ -1,5 +1,6 @@
 //! Storage below the router: the group commit that writes audit and outbox rows (an
-//! array INSERT on PostgreSQL, multi-row INSERTs on SQLite) keeps what it is given.
+//! array INSERT on PostgreSQL, multi-row INSERTs on SQLite) keeps what it is given, and
+//! processes starting together on one database migrate it once.
 
 use sea_orm::EntityTrait;
 use segue_bot::store::NewMessage;
@@ -96,4 +97,22 @@ async fn a_row_that_cant_be_written_fails_only_its_caller(backend: Backend) {
         assert_eq!(stored, Some(row.model()));
     }
     app.stop().await;
+}
+
+/// Processes started together on a fresh PostgreSQL database (`segue serve --role …`)
+/// take turns migrating instead of racing to create the same tables.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn processes_starting_together_migrate_once() {
+    if crate::helpers::postgres_url().is_none() {
+        eprintln!("SEGUE_TEST_DATABASE_URL is not set: PostgreSQL run skipped");
+        return;
+    }
+    for _ in 0..3 {
+        let db = TestDb::new(Backend::Postgres).await;
+        let config = crate::helpers::test_config(&db);
+        let starts = (0..3).map(|_| segue::startup::open_database(&config));
+        for result in futures::future::join_all(starts).await {
+            result.expect("every process gets an up-to-date database");
+        }
+    }
 }

@@ -2,6 +2,7 @@
 //! commands, buttons, groups and `@botname`, the shared fixtures, redeliveries, secrets.
 
 use segue::config::TelegramMode;
+use segue::startup::Role;
 use std::time::Duration;
 
 use segue_bot::store::entities::message::status;
@@ -9,7 +10,7 @@ use segue_bot::{ChatAddress, Outgoing, Platform, Reply, Secret};
 use serde_json::{Value, json};
 
 use crate::fake_telegram::FakeTelegram;
-use crate::helpers::{Backend, TestDb, backend_tests, spawn_app_with, test_config};
+use crate::helpers::{Backend, TestDb, backend_tests, spawn_app_with, spawn_role, test_config};
 
 backend_tests!(
     polling_end_to_end,
@@ -19,6 +20,7 @@ backend_tests!(
     a_group_upgraded_to_a_supergroup_keeps_its_chat,
     replies_to_the_bot_in_a_group_are_answered,
     a_pressed_button_can_edit_its_message,
+    roles_split_the_work_across_processes,
 );
 
 const SECRET: &str = "s3cr_et-1";
@@ -498,4 +500,52 @@ async fn a_pressed_button_can_edit_its_message(backend: Backend) {
     assert!(drained, "nothing left in the outbox");
     assert!(fake.rejected().is_empty(), "{:?}", fake.rejected());
     app.stop().await;
+}
+
+/// `segue serve --role …`: three processes on one database. Only the gateway polls
+/// Telegram and sets the menu, only the worker delivers (the gateway's replies wait in the
+/// outbox table for it), only the web role serves HTTP.
+async fn roles_split_the_work_across_processes(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let fake = FakeTelegram::start().await;
+    let cfg = || config(&db, &fake, TelegramMode::Polling);
+    let web = spawn_role(Role::Web, cfg(), Vec::new()).await;
+    let token = web.session("Ann").await;
+    assert_eq!(web.say(&token, "/ping").await, vec!["pong"]);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        fake.calls("getUpdates").is_empty() && fake.calls("setMyCommands").is_empty(),
+        "the web role leaves Telegram to the gateway"
+    );
+
+    let gateway = spawn_role(Role::Gateway, cfg(), Vec::new()).await;
+    fake.wait_for("the command menu", |f| !f.calls("setMyCommands").is_empty())
+        .await;
+    fake.push_update(message(1, 111, 111, "/ping"));
+    let pending = "SELECT count(*) FROM messages WHERE direction = 'out' AND status = 'pending'";
+    assert!(
+        crate::helpers::eventually(Duration::from_secs(5), || async {
+            web.count(pending).await == 1
+        })
+        .await,
+        "the gateway records its reply for a worker"
+    );
+    assert!(
+        fake.sent_to(111).is_empty(),
+        "nobody delivers without a worker"
+    );
+
+    let worker = spawn_role(Role::Worker, cfg(), Vec::new()).await;
+    fake.wait_for("the reply, sent by the worker", |f| {
+        f.sent_to(111) == ["pong"]
+    })
+    .await;
+    assert_eq!(
+        fake.calls("setMyCommands").len(),
+        1,
+        "only the gateway sets the menu"
+    );
+    for app in [worker, gateway, web] {
+        app.stop().await;
+    }
 }
