@@ -105,6 +105,12 @@ pub struct CommandSpec {
     pub aliases: &'static [&'static str],
     pub description: &'static str,
     pub args: &'static [ArgSpec],
+    /// The handler only reads: it changes nothing a second run would change again. A
+    /// platform event that asks for such a command skips the dedupe read; if it was a
+    /// redelivery after all, its marker is found taken when its rows are committed, and
+    /// its replies are dropped unsent (see `Router::handle`).
+    #[serde(skip)]
+    pub read_only: bool,
     #[serde(skip)]
     pub handler: Handler,
 }

@@ -112,6 +112,17 @@ enum Route<'a> {
     Ignore,
 }
 
+impl Route<'_> {
+    /// Whether handling the message changes nothing a second run would change again: no
+    /// handler runs, or the command's handler only reads ([`CommandSpec::read_only`]).
+    fn reads_only(&self) -> bool {
+        match self {
+            Route::Command(spec, Ok(_)) => spec.read_only,
+            Route::Command(_, Err(_)) | Route::Answer(_) | Route::Ignore => true,
+        }
+    }
+}
+
 /// The rest of the middleware chain, ending in the command dispatch.
 pub struct Next<'a> {
     chain: &'a [Arc<dyn Middleware>],
@@ -192,16 +203,24 @@ impl Router {
     ) -> Result<Handled, StoreError> {
         let store = &self.core.store;
         let platform = incoming.chat.platform;
+        let route = self.route(&incoming);
         let Some(ext) = incoming.external_id.clone() else {
-            return self.handle_in_order(incoming, mode, None).await;
+            return self.handle_in_order(incoming, mode, None, route).await;
         };
-        let Some(sighting) = store.begin_sighting(platform, &ext).await? else {
-            tracing::debug!(%platform, id = %ext, "redelivered event ignored");
+        let Some(sighting) = store.begin_sighting(platform, &ext) else {
+            tracing::debug!(%platform, id = %ext, "event already in flight ignored");
             return Ok(Handled::Duplicate);
         };
+        // An event whose handling changes nothing skips the read: if it is a redelivery
+        // after all, its marker is found taken at commit and its replies are dropped.
+        if !route.reads_only() && sighting.seen_before().await? {
+            tracing::debug!(%platform, id = %ext, "redelivered event ignored");
+            return Ok(Handled::Duplicate);
+        }
         // The marker is written with the audit rows; if handling fails, nothing is, and
         // the platform's redelivery is handled.
-        self.handle_in_order(incoming, mode, Some(&sighting)).await
+        self.handle_in_order(incoming, mode, Some(&sighting), route)
+            .await
     }
 
     async fn handle_in_order(
@@ -209,6 +228,7 @@ impl Router {
         incoming: Incoming,
         mode: ReplyMode,
         sighting: Option<&Sighting>,
+        route: Route<'_>,
     ) -> Result<Handled, StoreError> {
         let started = Instant::now();
         let received_at = now_millis();
@@ -238,7 +258,6 @@ impl Router {
             }
         }
         let ctx = Ctx::new(self.core.clone(), incoming, person);
-        let route = self.route(&ctx.incoming);
         let outcome = match route {
             Route::Ignore => Outcome::silent(status::IGNORED),
             _ => {
@@ -313,7 +332,12 @@ impl Router {
             recorded.extend(rec);
         }
         let table_lane = mode == ReplyMode::Outbox && recorded.len() > handover.len();
-        store.record_seen(rows, sighting).await?;
+        if !store.record_seen(rows, sighting).await? {
+            // Handled before after all (a redelivery of a read-only command): the first
+            // handling's replies went out, these are dropped unsent.
+            tracing::debug!(%platform, id = ?ctx.incoming.external_id, "redelivered event: replies dropped");
+            return Ok(Handled::Duplicate);
+        }
         let metrics = &self.core.metrics;
         metrics.message(platform.as_str(), true, outcome.status);
         metrics.handled(outcome.command.unwrap_or("-"), elapsed.as_secs_f64());

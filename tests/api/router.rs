@@ -12,6 +12,8 @@ use crate::helpers::{Backend, FakePlatform, TestDb, backend_tests, spawn_app_wit
 
 backend_tests!(
     redelivered_events_are_answered_once,
+    one_of_two_processes_answers_a_shared_event,
+    redeliveries_dont_run_commands_that_change_things_again,
     events_arriving_together_are_deduped_each,
     handled_events_stay_handled_across_the_key_migration,
     a_senders_look_up_uses_the_identity_key,
@@ -99,6 +101,80 @@ async fn redelivered_events_are_answered_once(backend: Backend) {
     assert_eq!(again, Handled::Duplicate);
     let log = tg_log(&app, "5").await;
     assert_eq!(log.len(), 2, "one inbound, one reply");
+    app.stop().await;
+}
+
+/// A read-only command (`/ping`) skips the dedupe read. Two processes handling the same
+/// event at once both run it, and the group commit lets exactly one of them answer: the
+/// other finds the event's marker taken and drops its reply unsent.
+async fn one_of_two_processes_answers_a_shared_event(backend: Backend) {
+    let (a, tg_a, db) = app_with_fake(backend, |_| {}).await;
+    let tg_b = FakePlatform::new(Platform::Telegram);
+    let b = spawn_app_with(test_config(&db), vec![tg_b.clone() as Arc<dyn Deliver>]).await;
+    assert_eq!(
+        send(
+            &a,
+            incoming("6", ChatKind::Private, "6", text("/ping"), None)
+        )
+        .await,
+        ["pong"]
+    );
+    for n in 0..5 {
+        let msg = incoming(
+            "6",
+            ChatKind::Private,
+            "6",
+            text("/ping"),
+            Some(&format!("20{n}")),
+        );
+        let (x, y) = tokio::join!(
+            a.router.handle(msg.clone(), ReplyMode::Outbox),
+            b.router.handle(msg, ReplyMode::Outbox)
+        );
+        let answered = [x.unwrap(), y.unwrap()]
+            .into_iter()
+            .filter(|h| *h != Handled::Duplicate)
+            .count();
+        assert_eq!(answered, 1, "event {n}");
+    }
+    assert!(
+        crate::helpers::eventually(std::time::Duration::from_secs(5), || async {
+            tg_a.calls() + tg_b.calls() == 6
+        })
+        .await,
+        "six pongs sent: {} + {}",
+        tg_a.calls(),
+        tg_b.calls()
+    );
+    assert_eq!(
+        tg_log(&a, "6").await.len(),
+        12,
+        "six events, each with one reply"
+    );
+    b.stop().await;
+    a.stop().await;
+}
+
+/// A command that changes things (`/invite` makes a code) is checked against the dedupe
+/// markers before it runs: its redelivery doesn't run it again.
+async fn redeliveries_dont_run_commands_that_change_things_again(backend: Backend) {
+    let (app, _tg, _db) = app_with_fake(backend, |_| {}).await;
+    let msg = incoming("7", ChatKind::Private, "7", text("/invite"), Some("3001"));
+    let first = app
+        .router
+        .handle(msg.clone(), ReplyMode::Outbox)
+        .await
+        .unwrap();
+    assert!(matches!(first, Handled::Replied(_)), "{first:?}");
+    let codes = app.count("SELECT count(*) FROM codes").await;
+    assert_eq!(codes, 1);
+    let again = app.router.handle(msg, ReplyMode::Outbox).await.unwrap();
+    assert_eq!(again, Handled::Duplicate);
+    assert_eq!(
+        app.count("SELECT count(*) FROM codes").await,
+        codes,
+        "no second code"
+    );
     app.stop().await;
 }
 

@@ -26,6 +26,7 @@ pub fn table() -> CommandTable {
             aliases: &[],
             description: "Welcome, and what Segue can do",
             args: &[],
+            read_only: true,
             handler: handler!(start::run),
         },
         CommandSpec {
@@ -33,6 +34,7 @@ pub fn table() -> CommandTable {
             aliases: &[],
             description: "List the commands, or explain one",
             args: help::ARGS,
+            read_only: true,
             handler: handler!(help::run),
         },
         CommandSpec {
@@ -40,6 +42,7 @@ pub fn table() -> CommandTable {
             aliases: &[],
             description: "Check that the bot is alive",
             args: &[],
+            read_only: true,
             handler: handler!(ping::run),
         },
         CommandSpec {
@@ -47,6 +50,7 @@ pub fn table() -> CommandTable {
             aliases: &[],
             description: "Link your Spotify account (or finish a link with its 16-digit code)",
             args: link::ARGS,
+            read_only: false,
             handler: handler!(link::run),
         },
         CommandSpec {
@@ -54,6 +58,7 @@ pub fn table() -> CommandTable {
             aliases: &[],
             description: "Forget your Spotify tokens",
             args: &[],
+            read_only: false,
             handler: handler!(link::unlink),
         },
         CommandSpec {
@@ -61,6 +66,7 @@ pub fn table() -> CommandTable {
             aliases: &[],
             description: "Get a code and the line to send a friend",
             args: &[],
+            read_only: false,
             handler: handler!(friends::invite),
         },
         CommandSpec {
@@ -68,6 +74,7 @@ pub fn table() -> CommandTable {
             aliases: &[],
             description: "Become friends with whoever gave you this code",
             args: friends::ACCEPT_ARGS,
+            read_only: false,
             handler: handler!(friends::accept),
         },
         CommandSpec {
@@ -75,6 +82,7 @@ pub fn table() -> CommandTable {
             aliases: &[],
             description: "List your friends",
             args: &[],
+            read_only: true,
             handler: handler!(friends::friends),
         },
         CommandSpec {
@@ -82,6 +90,7 @@ pub fn table() -> CommandTable {
             aliases: &[],
             description: "Stop being friends with someone",
             args: friends::UNFRIEND_ARGS,
+            read_only: false,
             handler: handler!(friends::unfriend),
         },
         CommandSpec {
@@ -89,6 +98,7 @@ pub fn table() -> CommandTable {
             aliases: &[],
             description: "Share a song with a friend; I tell you when they play it",
             args: share::SHARE_ARGS,
+            read_only: false,
             handler: handler!(share::share),
         },
         CommandSpec {
@@ -96,6 +106,7 @@ pub fn table() -> CommandTable {
             aliases: &[],
             description: "What you shared and what was shared with you",
             args: &[],
+            read_only: true,
             handler: handler!(share::shares),
         },
         CommandSpec {
@@ -103,6 +114,7 @@ pub fn table() -> CommandTable {
             aliases: &[],
             description: "Stop watching a share",
             args: share::CANCEL_ARGS,
+            read_only: false,
             handler: handler!(share::cancel),
         },
         CommandSpec {
@@ -110,6 +122,7 @@ pub fn table() -> CommandTable {
             aliases: &["np"],
             description: "What you (or someone public) play now, else the last track played",
             args: now_playing::ARGS,
+            read_only: true,
             handler: handler!(now_playing::run),
         },
         CommandSpec {
@@ -117,6 +130,7 @@ pub fn table() -> CommandTable {
             aliases: &[],
             description: "Publish what you play as JSON at /api/users/<handle>/now-playing",
             args: public::ARGS,
+            read_only: false,
             handler: handler!(public::run),
         },
         CommandSpec {
@@ -124,6 +138,7 @@ pub fn table() -> CommandTable {
             aliases: &[],
             description: "Your handle, your platforms, your Spotify link",
             args: &[],
+            read_only: true,
             handler: handler!(me::run),
         },
         CommandSpec {
@@ -131,6 +146,7 @@ pub fn table() -> CommandTable {
             aliases: &[],
             description: "Set your public handle (letters, digits and _, 3-32 characters)",
             args: handle::ARGS,
+            read_only: false,
             handler: handler!(handle::run),
         },
         CommandSpec {
@@ -138,6 +154,7 @@ pub fn table() -> CommandTable {
             aliases: &[],
             description: "Join your accounts on several platforms into one (gives or takes a code)",
             args: connect::ARGS,
+            read_only: false,
             handler: handler!(connect::run),
         },
         CommandSpec {
@@ -145,6 +162,7 @@ pub fn table() -> CommandTable {
             aliases: &[],
             description: "Get your notifications on this platform",
             args: notify::ARGS,
+            read_only: false,
             handler: handler!(notify::run),
         },
         CommandSpec {
@@ -152,6 +170,7 @@ pub fn table() -> CommandTable {
             aliases: &[],
             description: "Delete everything Segue keeps about you (asks first)",
             args: forget::ARGS,
+            read_only: false,
             handler: handler!(forget::run),
         },
     ])

@@ -109,21 +109,22 @@ pub struct MessageCounts {
 impl Store {
     /// Records rows; durable when this returns. Many callers share one commit.
     pub async fn record(&self, rows: Vec<NewMessage>) -> Result<(), StoreError> {
-        self.record_seen(rows, None).await
+        self.record_seen(rows, None).await.map(|_| ())
     }
 
     /// [`Self::record`], marking the platform event the rows answer as handled in the
-    /// same commit (see [`Store::begin_sighting`]).
+    /// same commit (see [`Store::begin_sighting`]). `false` when the event's marker was
+    /// already there (handled before, here or by another process): then none of the rows
+    /// were written.
     pub async fn record_seen(
         &self,
         rows: Vec<NewMessage>,
         seen: Option<&Sighting>,
-    ) -> Result<(), StoreError> {
-        let markers = seen.map(Sighting::marker).into_iter().collect();
+    ) -> Result<bool, StoreError> {
         self.writer
             .write(
                 rows.into_iter().map(NewMessage::into_model).collect(),
-                markers,
+                seen.map(Sighting::marker),
             )
             .await
     }

@@ -124,33 +124,27 @@ impl Store {
         Ok(())
     }
 
-    /// Starts handling a platform event: `None` when it was handled before or is being
-    /// handled now (a redelivery). The marker is written with the event's audit rows in
-    /// their group commit ([`Store::record_seen`]), so a first sighting costs one indexed
-    /// read (shared with the other events arriving meanwhile, [`seen`]), not a commit of
-    /// its own; an event whose handling fails leaves no marker and
-    /// is handled when the platform redelivers it. Within a process the guard also stops a
-    /// second copy that arrives while the first is in flight.
-    pub async fn begin_sighting(
+    /// Starts handling a platform event: `None` when it is being handled now (a second
+    /// copy arriving while the first is in flight, in this process). Whether it was
+    /// handled before is [`Sighting::seen_before`]'s question, or, for an event whose
+    /// handling changes nothing, the group commit's: the marker is written with the
+    /// event's audit rows ([`Store::record_seen`]), and when it is already there nothing is
+    /// written. An event whose handling fails leaves no marker and is handled when the
+    /// platform redelivers it.
+    pub fn begin_sighting(
         self: &Arc<Self>,
         platform: Platform,
         external_id: &str,
-    ) -> Result<Option<Sighting>, StoreError> {
+    ) -> Option<Sighting> {
         let key = (platform, external_id.to_owned());
-        if !self
-            .in_flight
+        self.in_flight
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .insert(key.clone())
-        {
-            return Ok(None);
-        }
-        let guard = Sighting {
-            store: self.clone(),
-            key,
-        };
-        let seen = self.seen.seen(platform, external_id).await?;
-        Ok((!seen).then_some(guard))
+            .then(|| Sighting {
+                store: self.clone(),
+                key,
+            })
     }
 
     /// Forgets event ids seen before `before_ms` (redeliveries come within minutes).
@@ -174,6 +168,12 @@ pub struct Sighting {
 }
 
 impl Sighting {
+    /// Whether the event was handled before: one indexed read, shared with the other
+    /// events asking meanwhile ([`seen`]).
+    pub async fn seen_before(&self) -> Result<bool, StoreError> {
+        self.store.seen.seen(self.key.0, &self.key.1).await
+    }
+
     pub(super) fn marker(&self) -> entities::seen_update::Model {
         entities::seen_update::Model {
             platform: self.key.0.as_str().to_owned(),

@@ -2,10 +2,18 @@
 //! everything waiting in a single multi-row INSERT, then acknowledges each caller. A
 //! caller's rows are durable when its `write` returns; under load many messages share
 //! one commit, which is what lets the audit log stay on at thousands of messages a second.
-//! The dedupe markers of the events those rows answer ride in the same commit.
+//! The dedupe marker of the event a caller's rows answer rides in the same commit and
+//! decides it: when the marker is already there (the event was handled before, by this
+//! process or another), that caller's rows are not written and it is told so.
 
-use sea_orm::sqlx::{self, PgPool};
-use sea_orm::{DatabaseConnection, DbBackend, DbErr, EntityTrait, RuntimeErr, TransactionTrait};
+use std::collections::HashSet;
+
+use sea_orm::sea_query::Query;
+use sea_orm::sqlx::{self, PgPool, Row};
+use sea_orm::{
+    ConnectionTrait, DatabaseConnection, DbBackend, DbErr, EntityTrait, QueryTrait, RuntimeErr,
+    TransactionTrait,
+};
 use tokio::sync::{mpsc, oneshot};
 
 use super::StoreError;
@@ -17,9 +25,17 @@ const MAX_ROWS: usize = 1000;
 
 struct Batch {
     rows: Vec<message::Model>,
-    /// Platform event ids now handled (see `Store::begin_sighting`).
-    seen: Vec<seen_update::Model>,
-    done: oneshot::Sender<Result<(), String>>,
+    /// The platform event these rows answer, now handled (see `Store::begin_sighting`).
+    marker: Option<seen_update::Model>,
+    /// `Ok(false)`: the marker was taken, nothing of this batch was written.
+    done: oneshot::Sender<Result<bool, String>>,
+}
+
+/// A marker's key: (external id, platform).
+type Key = (String, String);
+
+fn key(m: &seen_update::Model) -> Key {
+    (m.external_id.clone(), m.platform.clone())
 }
 
 #[derive(Debug, Clone)]
@@ -40,21 +56,23 @@ impl Writer {
         Self { tx }
     }
 
-    /// Writes the rows and markers; returns once they are committed.
+    /// Writes the rows with the event's marker; returns once they are committed. `false`
+    /// when the marker was already there: the event was handled before, and none of the
+    /// rows were written.
     pub(super) async fn write(
         &self,
         rows: Vec<message::Model>,
-        seen: Vec<seen_update::Model>,
-    ) -> Result<(), StoreError> {
-        if rows.is_empty() && seen.is_empty() {
-            return Ok(());
+        marker: Option<seen_update::Model>,
+    ) -> Result<bool, StoreError> {
+        if rows.is_empty() && marker.is_none() {
+            return Ok(true);
         }
         let (done, wait) = oneshot::channel();
         self.tx
-            .send(Batch { rows, seen, done })
+            .send(Batch { rows, marker, done })
             .map_err(|_| StoreError::WriterStopped)?;
         match wait.await {
-            Ok(Ok(())) => Ok(()),
+            Ok(Ok(written)) => Ok(written),
             Ok(Err(e)) => Err(StoreError::Db(sea_orm::DbErr::Custom(e))),
             Err(_) => Err(StoreError::WriterStopped),
         }
@@ -68,7 +86,7 @@ async fn run(db: DatabaseConnection, rx: mpsc::UnboundedReceiver<Batch>) {
         DbBackend::Postgres => 4,
         _ => 1,
     };
-    let weight = |b: &Batch| b.rows.len() + b.seen.len();
+    let weight = |b: &Batch| b.rows.len() + 1;
     super::batch::run(rx, in_flight, MAX_ROWS, weight, move |waiting| {
         let db = db.clone();
         async move { commit(&db, waiting).await }
@@ -78,119 +96,172 @@ async fn run(db: DatabaseConnection, rx: mpsc::UnboundedReceiver<Batch>) {
 
 /// Writes the batches of several callers together and acknowledges each.
 async fn commit(db: &DatabaseConnection, waiting: Vec<Batch>) {
-    let all: Vec<&message::Model> = waiting.iter().flat_map(|b| &b.rows).collect();
-    let seen: Vec<&seen_update::Model> = waiting.iter().flat_map(|b| &b.seen).collect();
-    if insert(db, &all, &seen).await.is_ok() {
+    let batches: Vec<(&[message::Model], Option<&seen_update::Model>)> = waiting
+        .iter()
+        .map(|b| (b.rows.as_slice(), b.marker.as_ref()))
+        .collect();
+    if let Ok(taken) = insert(db, &batches).await {
         for b in waiting {
-            let _ = b.done.send(Ok(()));
+            let written = b.marker.as_ref().is_none_or(|m| !taken.contains(&key(m)));
+            let _ = b.done.send(Ok(written));
         }
         return;
     }
     // Something in the shared commit failed: give each caller its own, so one bad row
     // fails only its own caller.
     for b in waiting {
-        let rows: Vec<&message::Model> = b.rows.iter().collect();
-        let seen: Vec<&seen_update::Model> = b.seen.iter().collect();
-        let result = insert(db, &rows, &seen).await.map_err(|e| {
-            tracing::error!(error = %e, rows = rows.len(), "writing audit/outbox rows failed");
-            e.to_string()
-        });
+        let result = insert(db, &[(b.rows.as_slice(), b.marker.as_ref())])
+            .await
+            .map(|taken| taken.is_empty())
+            .map_err(|e| {
+                tracing::error!(error = %e, rows = b.rows.len(), "writing audit/outbox rows failed");
+                e.to_string()
+            });
         let _ = b.done.send(result);
     }
 }
 
-/// Inserts rows and markers atomically. PostgreSQL takes them all in one statement of
-/// array parameters ([`insert_pg`]); SQLite in multi-row INSERTs, chunked under
-/// its limit on bound parameters, in one transaction. A marker already there (another
-/// process handled the same event) is left as it is.
+/// Inserts the batches' markers and, atomically with them, the rows of every batch whose
+/// marker was new (or that has none). Returns the markers that were already there: their
+/// batches wrote nothing. PostgreSQL takes it all in one statement of array parameters
+/// ([`insert_pg`]); SQLite in multi-row INSERTs in one transaction, chunked under its
+/// limit on bound parameters.
 async fn insert(
     db: &DatabaseConnection,
-    rows: &[&message::Model],
-    seen: &[&seen_update::Model],
-) -> Result<(), DbErr> {
+    batches: &[(&[message::Model], Option<&seen_update::Model>)],
+) -> Result<HashSet<Key>, DbErr> {
+    let markers: Vec<&seen_update::Model> = batches.iter().filter_map(|(_, m)| *m).collect();
     if db.get_database_backend() == DbBackend::Postgres {
-        return insert_pg(db.get_postgres_connection_pool(), rows, seen).await;
+        return insert_pg(db.get_postgres_connection_pool(), batches, &markers).await;
     }
-    let active = |r: &&message::Model| message::ActiveModel::from((*r).clone());
-    if seen.is_empty() && rows.len() <= MAX_ROWS {
-        // One statement is atomic by itself: spare the BEGIN/COMMIT round trips.
-        message::Entity::insert_many(rows.iter().map(active))
-            .exec_without_returning(db)
-            .await?;
-        return Ok(());
+    let active = |r: &message::Model| message::ActiveModel::from(r.clone());
+    if markers.is_empty() {
+        let rows: Vec<&message::Model> = batches.iter().flat_map(|(r, _)| r.iter()).collect();
+        if rows.len() <= MAX_ROWS {
+            // One statement is atomic by itself: spare the BEGIN/COMMIT round trips.
+            message::Entity::insert_many(rows.into_iter().map(active))
+                .exec_without_returning(db)
+                .await?;
+            return Ok(HashSet::new());
+        }
     }
     let txn = db.begin().await?;
-    for chunk in rows.chunks(MAX_ROWS) {
-        message::Entity::insert_many(chunk.iter().map(active))
-            .exec_without_returning(&txn)
-            .await?;
-    }
-    for chunk in seen.chunks(MAX_ROWS) {
-        seen_update::Entity::insert_many(
+    let mut new = HashSet::new();
+    for chunk in markers.chunks(MAX_ROWS) {
+        let mut query = seen_update::Entity::insert_many(
             chunk
                 .iter()
                 .map(|m| seen_update::ActiveModel::from((*m).clone())),
         )
         .on_conflict_do_nothing()
-        .exec_without_returning(&txn)
-        .await?;
+        .into_query();
+        query.returning(Query::returning().columns([
+            seen_update::Column::ExternalId,
+            seen_update::Column::Platform,
+        ]));
+        for row in txn.query_all(&query).await? {
+            new.insert((row.try_get_by_index(0)?, row.try_get_by_index(1)?));
+        }
     }
-    txn.commit().await
+    let taken: HashSet<Key> = markers
+        .iter()
+        .map(|m| key(m))
+        .filter(|k| !new.contains(k))
+        .collect();
+    let rows: Vec<&message::Model> = batches
+        .iter()
+        .filter(|(_, m)| m.is_none_or(|m| !taken.contains(&key(m))))
+        .flat_map(|(r, _)| r.iter())
+        .collect();
+    for chunk in rows.chunks(MAX_ROWS) {
+        message::Entity::insert_many(chunk.iter().map(|r| active(r)))
+            .exec_without_returning(&txn)
+            .await?;
+    }
+    txn.commit().await?;
+    Ok(taken)
 }
 
 fn db_err(e: sqlx::Error) -> DbErr {
     DbErr::Exec(RuntimeErr::SqlxError(e.into()))
 }
 
-/// The audit/outbox rows and the dedupe markers in one atomic statement (a data-modifying
-/// CTE runs as part of its statement).
+/// The audit/outbox rows and the dedupe markers in one atomic statement (data-modifying
+/// CTEs run as part of their statement). A row carries its batch's marker key (or NULLs)
+/// and is inserted only when that marker is new; the statement returns the new markers.
 const INSERT_PG: &str = "\
 WITH markers AS (
     INSERT INTO seen_updates (external_id, platform, seen_at)
     SELECT * FROM unnest($1::text[], $2::text[], $3::int8[])
     ON CONFLICT DO NOTHING
+    RETURNING external_id, platform
+), written AS (
+    INSERT INTO messages (id, direction, platform, chat_id, user_id, external_id,
+        in_reply_to, text, buttons, status, detail, attempts, next_attempt_at, created_at,
+        finished_at, duration_ms)
+    SELECT r.id, r.direction, r.platform, r.chat_id, r.user_id, r.external_id,
+        r.in_reply_to, r.text, r.buttons, r.status, r.detail, r.attempts, r.next_attempt_at,
+        r.created_at, r.finished_at, r.duration_ms
+    FROM unnest($4::int8[], $5::text[], $6::text[], $7::text[], $8::int8[], $9::text[],
+        $10::int8[], $11::text[], $12::text[], $13::text[], $14::text[], $15::int4[],
+        $16::int8[], $17::int8[], $18::int8[], $19::int4[], $20::text[], $21::text[])
+        AS r(id, direction, platform, chat_id, user_id, external_id, in_reply_to, text,
+            buttons, status, detail, attempts, next_attempt_at, created_at, finished_at,
+            duration_ms, marker_id, marker_platform)
+    WHERE r.marker_id IS NULL
+        OR EXISTS (SELECT 1 FROM markers k
+            WHERE k.external_id = r.marker_id AND k.platform = r.marker_platform)
 )
-INSERT INTO messages (id, direction, platform, chat_id, user_id, external_id, in_reply_to,
-    text, buttons, status, detail, attempts, next_attempt_at, created_at, finished_at,
-    duration_ms)
-SELECT * FROM unnest($4::int8[], $5::text[], $6::text[], $7::text[], $8::int8[],
-    $9::text[], $10::int8[], $11::text[], $12::text[], $13::text[], $14::text[],
-    $15::int4[], $16::int8[], $17::int8[], $18::int8[], $19::int4[])";
+SELECT external_id, platform FROM markers";
 
 /// PostgreSQL's form of [`insert`]: the rows and markers go in as array parameters, so it
 /// is one statement text whatever the batch size. PostgreSQL parses and plans it once per
 /// connection instead of once per commit (every batch size used to be a statement of its
-/// own), and Segue binds 19 arrays instead of building SQL with 16 parameters a row.
+/// own), and Segue binds 21 arrays instead of building SQL with 16 parameters a row.
 async fn insert_pg(
     pool: &PgPool,
-    rows: &[&message::Model],
-    seen: &[&seen_update::Model],
-) -> Result<(), DbErr> {
-    fn col<'a, R, T>(rows: &[&'a R], f: impl Fn(&'a R) -> T) -> Vec<T> {
-        rows.iter().map(|r| f(r)).collect()
+    batches: &[(&[message::Model], Option<&seen_update::Model>)],
+    markers: &[&seen_update::Model],
+) -> Result<HashSet<Key>, DbErr> {
+    let rows: Vec<(&message::Model, Option<&seen_update::Model>)> = batches
+        .iter()
+        .flat_map(|(rows, m)| rows.iter().map(move |r| (r, *m)))
+        .collect();
+    fn col<R, T>(items: &[R], f: impl Fn(&R) -> T) -> Vec<T> {
+        items.iter().map(f).collect()
     }
-    sqlx::query(INSERT_PG)
-        .bind(col(seen, |m| m.external_id.as_str()))
-        .bind(col(seen, |m| m.platform.as_str()))
-        .bind(col(seen, |m| m.seen_at))
-        .bind(col(rows, |m| m.id))
-        .bind(col(rows, |m| m.direction.as_str()))
-        .bind(col(rows, |m| m.platform.as_str()))
-        .bind(col(rows, |m| m.chat_id.as_str()))
-        .bind(col(rows, |m| m.user_id))
-        .bind(col(rows, |m| m.external_id.as_deref()))
-        .bind(col(rows, |m| m.in_reply_to))
-        .bind(col(rows, |m| m.text.as_str()))
-        .bind(col(rows, |m| m.buttons.as_deref()))
-        .bind(col(rows, |m| m.status.as_str()))
-        .bind(col(rows, |m| m.detail.as_deref()))
-        .bind(col(rows, |m| m.attempts))
-        .bind(col(rows, |m| m.next_attempt_at))
-        .bind(col(rows, |m| m.created_at))
-        .bind(col(rows, |m| m.finished_at))
-        .bind(col(rows, |m| m.duration_ms))
-        .execute(pool)
+    let new = sqlx::query(INSERT_PG)
+        .bind(col(markers, |m| m.external_id.as_str()))
+        .bind(col(markers, |m| m.platform.as_str()))
+        .bind(col(markers, |m| m.seen_at))
+        .bind(col(&rows, |(m, _)| m.id))
+        .bind(col(&rows, |(m, _)| m.direction.as_str()))
+        .bind(col(&rows, |(m, _)| m.platform.as_str()))
+        .bind(col(&rows, |(m, _)| m.chat_id.as_str()))
+        .bind(col(&rows, |(m, _)| m.user_id))
+        .bind(col(&rows, |(m, _)| m.external_id.as_deref()))
+        .bind(col(&rows, |(m, _)| m.in_reply_to))
+        .bind(col(&rows, |(m, _)| m.text.as_str()))
+        .bind(col(&rows, |(m, _)| m.buttons.as_deref()))
+        .bind(col(&rows, |(m, _)| m.status.as_str()))
+        .bind(col(&rows, |(m, _)| m.detail.as_deref()))
+        .bind(col(&rows, |(m, _)| m.attempts))
+        .bind(col(&rows, |(m, _)| m.next_attempt_at))
+        .bind(col(&rows, |(m, _)| m.created_at))
+        .bind(col(&rows, |(m, _)| m.finished_at))
+        .bind(col(&rows, |(m, _)| m.duration_ms))
+        .bind(col(&rows, |(_, k)| k.map(|k| k.external_id.as_str())))
+        .bind(col(&rows, |(_, k)| k.map(|k| k.platform.as_str())))
+        .fetch_all(pool)
         .await
+        .map_err(db_err)?
+        .into_iter()
+        .map(|row| Ok((row.try_get(0)?, row.try_get(1)?)))
+        .collect::<Result<HashSet<Key>, sqlx::Error>>()
         .map_err(db_err)?;
-    Ok(())
+    Ok(markers
+        .iter()
+        .map(|m| key(m))
+        .filter(|k| !new.contains(k))
+        .collect())
 }
