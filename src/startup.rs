@@ -139,7 +139,8 @@ fn spotify(config: &Config, keys: Arc<Keys>, store: Arc<Store>) -> Option<Arc<Sp
 }
 
 /// One part of Segue, for running the parts as separate processes on one database
-/// (`segue serve --role …`). Without a role a process runs all three.
+/// (`segue serve --role …`). Without a role a process runs all three. Every role serves
+/// `/healthz`, `/readyz` and `/metrics` on `server.bind`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum Role {
     /// The HTTP listeners: web console, webhooks, OAuth, public API, admin dashboard.
@@ -178,12 +179,12 @@ pub struct Extras {
     pub listener: Option<TcpListener>,
 }
 
-/// Both HTTP listeners and their apps (the web role).
+/// The HTTP listeners: the public one always (in the worker and gateway roles it serves
+/// only health, readiness and metrics), the admin one in the web role.
 struct Http {
     listener: TcpListener,
-    admin_listener: TcpListener,
     app: axum::Router,
-    admin: axum::Router,
+    admin: Option<(TcpListener, axum::Router)>,
 }
 
 /// A built, bound, not yet running Segue.
@@ -193,7 +194,7 @@ pub struct Application {
     router: Arc<Router>,
     adapters: Vec<Box<dyn Adapter>>,
     role: Option<Role>,
-    http: Option<Http>,
+    http: Http,
     shutdown: CancellationToken,
     admin_token: Secret,
     admin_token_generated: bool,
@@ -320,29 +321,34 @@ impl Application {
             router: router.clone(),
             shutdown: shutdown.clone(),
         };
+        let listener = match extras.listener {
+            Some(l) => l,
+            None => TcpListener::bind(config.server.bind)
+                .await
+                .with_context(|| format!("listening on {} (server.bind)", config.server.bind))?,
+        };
         let http = if Role::runs(extras.role, Role::Web) {
             let mut routes: Vec<axum::Router> = adapters.iter().map(|a| a.routes(&cx)).collect();
             routes.push(crate::oauth::routes(core.clone()));
             routes.push(crate::public_api::routes(core.clone()));
-            let listener = match extras.listener {
-                Some(l) => l,
-                None => TcpListener::bind(config.server.bind)
-                    .await
-                    .with_context(|| {
-                        format!("listening on {} (server.bind)", config.server.bind)
-                    })?,
-            };
             let admin_listener = TcpListener::bind(config.admin.bind)
                 .await
                 .with_context(|| format!("listening on {} (admin.bind)", config.admin.bind))?;
-            Some(Http {
+            Http {
                 listener,
-                admin_listener,
                 app: crate::http::app(core.clone(), routes),
-                admin: crate::admin::app(core.clone(), admin_token.clone(), &play_checks),
-            })
+                admin: Some((
+                    admin_listener,
+                    crate::admin::app(core.clone(), admin_token.clone(), &play_checks),
+                )),
+            }
         } else {
-            None
+            // Health and this process's metrics (the worker's outbox figures live here).
+            Http {
+                listener,
+                app: crate::http::app(core.clone(), Vec::new()),
+                admin: None,
+            }
         };
         Ok(Self {
             config,
@@ -358,19 +364,20 @@ impl Application {
         })
     }
 
-    /// The public listener's address (`server.bind` in a role without HTTP).
+    /// The public listener's address.
     pub fn address(&self) -> SocketAddr {
         self.http
-            .as_ref()
-            .and_then(|h| h.listener.local_addr().ok())
+            .listener
+            .local_addr()
             .unwrap_or(self.config.server.bind)
     }
 
-    /// The admin listener's address (`admin.bind` in a role without HTTP).
+    /// The admin listener's address (`admin.bind` in a role without it).
     pub fn admin_address(&self) -> SocketAddr {
         self.http
+            .admin
             .as_ref()
-            .and_then(|h| h.admin_listener.local_addr().ok())
+            .and_then(|(l, _)| l.local_addr().ok())
             .unwrap_or(self.config.admin.bind)
     }
 
@@ -444,10 +451,7 @@ impl Application {
             tasks.extend(self.spawn_workers());
         }
         let grace = self.config.server.shutdown_grace;
-        match self.http {
-            Some(http) => serve_http(http, &shutdown, grace).await?,
-            None => shutdown.cancelled().await,
-        }
+        serve_http(self.http, &shutdown, grace).await?;
         shutdown.cancel();
         for task in tasks {
             if tokio::time::timeout(grace, task).await.is_err() {
@@ -459,7 +463,7 @@ impl Application {
     }
 }
 
-/// Serves both listeners until the shutdown token is cancelled, then gives requests in
+/// Serves the listeners until the shutdown token is cancelled, then gives requests in
 /// flight up to `grace` to finish.
 async fn serve_http(
     http: Http,
@@ -468,9 +472,17 @@ async fn serve_http(
 ) -> anyhow::Result<()> {
     let public = axum::serve(http.listener, http.app)
         .with_graceful_shutdown(shutdown.clone().cancelled_owned());
-    let admin = axum::serve(http.admin_listener, http.admin)
-        .with_graceful_shutdown(shutdown.clone().cancelled_owned());
-    let servers = async { tokio::try_join!(public.into_future(), admin.into_future()) };
+    let admin = async {
+        match http.admin {
+            Some((listener, app)) => {
+                axum::serve(listener, app)
+                    .with_graceful_shutdown(shutdown.clone().cancelled_owned())
+                    .await
+            }
+            None => Ok(()),
+        }
+    };
+    let servers = async { tokio::try_join!(public.into_future(), admin) };
     let drained = async {
         shutdown.cancelled().await;
         tokio::time::sleep(grace).await;

@@ -540,6 +540,14 @@ async fn roles_split_the_work_across_processes(backend: Backend) {
         f.sent_to(111) == ["pong"]
     })
     .await;
+    // Outside the web role the listener serves health and metrics only.
+    let get = |path: &str| {
+        let url = format!("{}{path}", worker.address);
+        async move { reqwest::get(url).await.unwrap().status().as_u16() }
+    };
+    assert_eq!(get("/healthz").await, 200);
+    assert_eq!(get("/metrics").await, 200);
+    assert_eq!(get("/console").await, 404, "no console on a worker");
     assert_eq!(
         fake.calls("setMyCommands").len(),
         1,
