@@ -148,9 +148,6 @@ async fn serve(config: Config, role: Option<Role>) -> anyhow::Result<()> {
         None => eprintln!("\nSegue is running."),
         Some(role) => eprintln!("\nSegue is running the {} role only.", role.as_str()),
     }
-    if !matches!(role, None | Some(Role::Web)) {
-        eprintln!("  health and metrics: http://{address}/healthz, http://{address}/metrics");
-    }
     if matches!(role, None | Some(Role::Web)) {
         eprintln!("  web console:     http://{address}/console");
         eprintln!("  admin dashboard: http://{admin}/  (user: any, password: the admin token)");
@@ -160,6 +157,8 @@ async fn serve(config: Config, role: Option<Role>) -> anyhow::Result<()> {
                 token.expose()
             );
         }
+    } else {
+        eprintln!("  health and metrics: http://{address}/healthz, http://{address}/metrics");
     }
     eprintln!();
     let stop = app.shutdown_token();

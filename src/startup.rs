@@ -381,11 +381,6 @@ impl Application {
             .unwrap_or(self.config.admin.bind)
     }
 
-    /// The part this process runs; `None` for all of them.
-    pub fn role(&self) -> Option<Role> {
-        self.role
-    }
-
     pub fn port(&self) -> u16 {
         self.address().port()
     }

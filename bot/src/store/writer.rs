@@ -38,6 +38,15 @@ fn key(m: &seen_update::Model) -> Key {
     (m.external_id.clone(), m.platform.clone())
 }
 
+/// The markers that were already there: those of `markers` the commit did not insert.
+fn taken(markers: &[&seen_update::Model], inserted: &HashSet<Key>) -> HashSet<Key> {
+    markers
+        .iter()
+        .map(|m| key(m))
+        .filter(|k| !inserted.contains(k))
+        .collect()
+}
+
 #[derive(Debug, Clone)]
 pub(super) struct Writer {
     tx: mpsc::UnboundedSender<Batch>,
@@ -132,7 +141,8 @@ async fn insert(
 ) -> Result<HashSet<Key>, DbErr> {
     let markers: Vec<&seen_update::Model> = batches.iter().filter_map(|(_, m)| *m).collect();
     if db.get_database_backend() == DbBackend::Postgres {
-        return insert_pg(db.get_postgres_connection_pool(), batches, &markers).await;
+        let new = insert_pg(db.get_postgres_connection_pool(), batches, &markers).await?;
+        return Ok(taken(&markers, &new));
     }
     let active = |r: &message::Model| message::ActiveModel::from(r.clone());
     if markers.is_empty() {
@@ -163,11 +173,7 @@ async fn insert(
             new.insert((row.try_get_by_index(0)?, row.try_get_by_index(1)?));
         }
     }
-    let taken: HashSet<Key> = markers
-        .iter()
-        .map(|m| key(m))
-        .filter(|k| !new.contains(k))
-        .collect();
+    let taken = taken(&markers, &new);
     let rows: Vec<&message::Model> = batches
         .iter()
         .filter(|(_, m)| m.is_none_or(|m| !taken.contains(&key(m))))
@@ -214,7 +220,8 @@ WITH markers AS (
 )
 SELECT external_id, platform FROM markers";
 
-/// PostgreSQL's form of [`insert`]: the rows and markers go in as array parameters, so it
+/// PostgreSQL's form of [`insert`], returning the markers it inserted: the rows and
+/// markers go in as array parameters, so it
 /// is one statement text whatever the batch size. PostgreSQL parses and plans it once per
 /// connection instead of once per commit (every batch size used to be a statement of its
 /// own), and Segue binds 21 arrays instead of building SQL with 16 parameters a row.
@@ -230,7 +237,7 @@ async fn insert_pg(
     fn col<R, T>(items: &[R], f: impl Fn(&R) -> T) -> Vec<T> {
         items.iter().map(f).collect()
     }
-    let new = sqlx::query(INSERT_PG)
+    sqlx::query(INSERT_PG)
         .bind(col(markers, |m| m.external_id.as_str()))
         .bind(col(markers, |m| m.platform.as_str()))
         .bind(col(markers, |m| m.seen_at))
@@ -258,10 +265,5 @@ async fn insert_pg(
         .into_iter()
         .map(|row| Ok((row.try_get(0)?, row.try_get(1)?)))
         .collect::<Result<HashSet<Key>, sqlx::Error>>()
-        .map_err(db_err)?;
-    Ok(markers
-        .iter()
-        .map(|m| key(m))
-        .filter(|k| !new.contains(k))
-        .collect())
+        .map_err(db_err)
 }
