@@ -233,14 +233,8 @@ async fn event_stream_replays_after_last_event_id(backend: Backend) {
     let mut live = app.events(&token, None).await;
     app.reply(&token, "/ping").await;
     app.reply(&token, "/help ping").await;
-    let first = live
-        .next(Duration::from_secs(5))
-        .await
-        .expect("first event");
-    let second = live
-        .next(Duration::from_secs(5))
-        .await
-        .expect("second event");
+    let first = live.next(crate::helpers::WAIT).await.expect("first event");
+    let second = live.next(crate::helpers::WAIT).await.expect("second event");
     assert_eq!(first.data["text"], "pong");
     assert_eq!(first.data["id"], first.id.as_str());
     assert!(second.data["text"].as_str().unwrap().starts_with("/ping"));
@@ -249,8 +243,8 @@ async fn event_stream_replays_after_last_event_id(backend: Backend) {
     app.reply(&token, "/me").await;
     // Reconnecting after the first event gets the second and the one sent while away.
     let mut again = app.events(&token, Some(&first.id)).await;
-    let a = again.next(Duration::from_secs(5)).await.unwrap();
-    let b = again.next(Duration::from_secs(5)).await.unwrap();
+    let a = again.next(crate::helpers::WAIT).await.unwrap();
+    let b = again.next(crate::helpers::WAIT).await.unwrap();
     assert_eq!(a.id, second.id);
     assert!(
         b.data["text"]
@@ -281,7 +275,7 @@ async fn notifications_wait_for_the_console(backend: Backend) {
         .unwrap();
     let id = sent[0].id;
     assert!(
-        crate::helpers::eventually(Duration::from_secs(5), || async {
+        crate::helpers::eventually(crate::helpers::WAIT, || async {
             app.core.store.message(id).await.unwrap().unwrap().status == status::HELD
         })
         .await
@@ -289,12 +283,12 @@ async fn notifications_wait_for_the_console(backend: Backend) {
     // Connecting delivers it, once.
     let mut events = app.events(&token, None).await;
     let ev = events
-        .next(Duration::from_secs(5))
+        .next(crate::helpers::WAIT)
         .await
         .expect("held message");
     assert_eq!(ev.data["text"], "while you were away");
     assert!(
-        crate::helpers::eventually(Duration::from_secs(5), || async {
+        crate::helpers::eventually(crate::helpers::WAIT, || async {
             app.core.store.message(id).await.unwrap().unwrap().status == status::DELIVERED
         })
         .await
@@ -306,7 +300,7 @@ async fn notifications_wait_for_the_console(backend: Backend) {
         .await
         .unwrap();
     let ev = events
-        .next(Duration::from_secs(5))
+        .next(crate::helpers::WAIT)
         .await
         .expect("live message");
     assert_eq!(ev.data["text"], "live one");
@@ -333,8 +327,8 @@ async fn long_replies_are_split(backend: Backend) {
         .send(vec![Outgoing::new(chat, Reply::text(long.trim_end()))])
         .await
         .unwrap();
-    let a = events.next(Duration::from_secs(5)).await.unwrap();
-    let b = events.next(Duration::from_secs(5)).await.unwrap();
+    let a = events.next(crate::helpers::WAIT).await.unwrap();
+    let b = events.next(crate::helpers::WAIT).await.unwrap();
     let (a, b) = (
         a.data["text"].as_str().unwrap().to_owned(),
         b.data["text"].as_str().unwrap().to_owned(),
@@ -369,18 +363,11 @@ async fn replies_overtaking_notifications_lose_nothing(backend: Backend) {
     app.core.outbox.wake();
     let mut texts = Vec::new();
     for _ in 0..2 {
-        texts.push(
-            events
-                .next(Duration::from_secs(5))
-                .await
-                .expect("event")
-                .data["text"]
-                .clone(),
-        );
+        texts.push(events.next(crate::helpers::WAIT).await.expect("event").data["text"].clone());
     }
     assert_eq!(texts, vec![json!("pong"), json!("older notification")]);
     assert!(
-        crate::helpers::eventually(Duration::from_secs(5), || async {
+        crate::helpers::eventually(crate::helpers::WAIT, || async {
             app.core.store.message(older).await.unwrap().unwrap().status == status::DELIVERED
         })
         .await

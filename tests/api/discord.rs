@@ -34,6 +34,9 @@ fn config(db: &TestDb, fake: &FakeDiscord, mode: DiscordMode) -> segue::Config {
     c.discord.api_url = fake.url.parse().unwrap();
     c.discord.mode = mode;
     c.discord.guild_id = GUILD.to_owned();
+    // Answers come inline unless a test asks for deferrals: a loaded CI machine must not
+    // turn a slow handler into a deferral the test didn't expect.
+    c.discord.defer_after = Duration::from_secs(30);
     c
 }
 
@@ -304,7 +307,7 @@ async fn slow_handlers_defer_then_edit(backend: Backend) {
     assert_eq!(body["type"], 5, "deferred: {body}");
     let edit = format!("/webhooks/{APP_ID}/token-3000001/messages/@original");
     assert!(
-        fake.wait_for(Duration::from_secs(5), |calls| calls
+        fake.wait_for(crate::helpers::WAIT, |calls| calls
             .iter()
             .any(|c| c.path == format!("/api/v10{edit}")))
             .await,
@@ -387,7 +390,7 @@ async fn notifications_go_by_dm(backend: Backend) {
     let mut c2 = note.clone();
     c2.text = "once more".into();
     app.core.outbox.send(vec![c2]).await.unwrap();
-    let dead = eventually(Duration::from_secs(10), || async {
+    let dead = eventually(crate::helpers::WAIT, || async {
         app.count(&format!(
             "SELECT COUNT(*) FROM messages WHERE status = '{}' AND platform = 'discord'",
             status::DEAD

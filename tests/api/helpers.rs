@@ -508,6 +508,10 @@ impl Deliver for FakePlatform {
     }
 }
 
+/// How long a test waits for something that should happen: generous, because CI runs
+/// the whole suite at once on two cores, and a wait that holds returns at once.
+pub const WAIT: Duration = Duration::from_secs(20);
+
 /// Polls `check` until it holds (every 20 ms, up to `wait`).
 pub async fn eventually<F, Fut>(wait: Duration, mut check: F) -> bool
 where

@@ -48,7 +48,7 @@ async fn accepted_messages_survive_a_restart(backend: Backend) {
         .await
         .unwrap();
     let id = sent[0].id;
-    assert!(eventually(Duration::from_secs(5), || async { down.calls() >= 1 }).await);
+    assert!(eventually(crate::helpers::WAIT, || async { down.calls() >= 1 }).await);
     app.stop().await;
     let row = {
         let again = spawn_app_with(test_config(&db), Vec::new()).await;
@@ -61,7 +61,7 @@ async fn accepted_messages_survive_a_restart(backend: Backend) {
     let up = FakePlatform::new(Platform::Telegram);
     let app = spawn_app_with(test_config(&db), vec![up.clone() as Arc<dyn Deliver>]).await;
     assert!(
-        eventually(Duration::from_secs(5), || async {
+        eventually(crate::helpers::WAIT, || async {
             app.core.store.message(id).await.unwrap().unwrap().status == status::DELIVERED
         })
         .await,
@@ -122,7 +122,7 @@ async fn transient_failures_are_retried_then_given_up(backend: Backend) {
         .unwrap();
     let id = sent[0].id;
     assert!(
-        eventually(Duration::from_secs(10), || async {
+        eventually(crate::helpers::WAIT, || async {
             app.core.store.message(id).await.unwrap().unwrap().status == status::DELIVERED
         })
         .await
@@ -143,7 +143,7 @@ async fn transient_failures_are_retried_then_given_up(backend: Backend) {
         .unwrap();
     let id = sent[0].id;
     assert!(
-        eventually(Duration::from_secs(10), || async {
+        eventually(crate::helpers::WAIT, || async {
             app.core.store.message(id).await.unwrap().unwrap().status == status::DEAD
         })
         .await
@@ -164,7 +164,7 @@ async fn a_chats_messages_keep_their_order(backend: Backend) {
         .collect();
     app.core.outbox.send(batch).await.unwrap();
     assert!(
-        eventually(Duration::from_secs(10), || async {
+        eventually(crate::helpers::WAIT, || async {
             tg.delivered_texts().len() == 10
         })
         .await
@@ -212,7 +212,7 @@ async fn reply_id(app: &crate::helpers::TestApp, incoming: Incoming) -> i64 {
 
 /// Whether a message reaches `status` within 5 seconds.
 async fn reaches(app: &crate::helpers::TestApp, id: i64, status: &str) -> bool {
-    eventually(Duration::from_secs(5), || async {
+    eventually(crate::helpers::WAIT, || async {
         app.core.store.message(id).await.unwrap().unwrap().status == status
     })
     .await
@@ -229,7 +229,7 @@ fn lane_count(app: &crate::helpers::TestApp, lane: &str) -> u64 {
 
 async fn fast_lane_opened(app: &crate::helpers::TestApp) {
     assert!(
-        eventually(Duration::from_secs(5), || async {
+        eventually(crate::helpers::WAIT, || async {
             app.core.outbox.fast_lane_open()
         })
         .await,
@@ -261,7 +261,8 @@ async fn a_reply_waits_behind_its_chats_retry(backend: Backend) {
     let tg = FakePlatform::new(Platform::Telegram);
     tg.fail_with(vec![DeliverError::Transient {
         reason: "Too Many Requests".into(),
-        retry_after: Some(Duration::from_millis(400)),
+        // Long enough that the reply below is recorded while the chat still waits.
+        retry_after: Some(Duration::from_secs(2)),
     }]);
     let app = spawn_app_with(test_config(&db), vec![tg.clone() as Arc<dyn Deliver>]).await;
     fast_lane_opened(&app).await;
@@ -270,14 +271,14 @@ async fn a_reply_waits_behind_its_chats_retry(backend: Backend) {
         .send(vec![Outgoing::new(tg_chat("6"), Reply::text("first"))])
         .await
         .unwrap();
-    assert!(eventually(Duration::from_secs(5), || async { tg.calls() >= 1 }).await);
+    assert!(eventually(crate::helpers::WAIT, || async { tg.calls() >= 1 }).await);
     // The notification waits for its retry: the chat is slow, the reply goes behind it.
     app.router
         .handle(ping("6", "u1", "/ping"), ReplyMode::Outbox)
         .await
         .unwrap();
     assert!(
-        eventually(Duration::from_secs(5), || async {
+        eventually(crate::helpers::WAIT, || async {
             tg.delivered_texts().len() == 2
         })
         .await
@@ -287,7 +288,7 @@ async fn a_reply_waits_behind_its_chats_retry(backend: Backend) {
     // Nothing waits any more (once the round that sent them is done): the chat's next
     // reply is handed over.
     assert!(
-        eventually(Duration::from_secs(5), || async {
+        eventually(crate::helpers::WAIT, || async {
             !app.core.outbox.is_slow(&tg_chat("6"))
         })
         .await
@@ -297,7 +298,7 @@ async fn a_reply_waits_behind_its_chats_retry(backend: Backend) {
         .await
         .unwrap();
     assert!(
-        eventually(Duration::from_secs(5), || async {
+        eventually(crate::helpers::WAIT, || async {
             tg.delivered_texts().len() == 3
         })
         .await
@@ -321,7 +322,7 @@ async fn handed_over_replies_keep_order_when_a_send_fails(backend: Backend) {
             .unwrap();
     }
     assert!(
-        eventually(Duration::from_secs(10), || async {
+        eventually(crate::helpers::WAIT, || async {
             tg.delivered_texts().len() == 3
         })
         .await
@@ -347,7 +348,7 @@ async fn rows_left_by_a_restart_keep_a_reply_behind_them(backend: Backend) {
         .send(vec![Outgoing::new(tg_chat("7"), Reply::text("older"))])
         .await
         .unwrap();
-    assert!(eventually(Duration::from_secs(5), || async { down.calls() >= 1 }).await);
+    assert!(eventually(crate::helpers::WAIT, || async { down.calls() >= 1 }).await);
     app.stop().await;
 
     // After the restart the older row is still waiting out its retry: the new process
@@ -360,7 +361,7 @@ async fn rows_left_by_a_restart_keep_a_reply_behind_them(backend: Backend) {
         .await
         .unwrap();
     assert!(
-        eventually(Duration::from_secs(10), || async {
+        eventually(crate::helpers::WAIT, || async {
             up.delivered_texts().len() == 2
         })
         .await

@@ -138,7 +138,7 @@ async fn one_of_two_processes_answers_a_shared_event(backend: Backend) {
         assert_eq!(answered, 1, "event {n}");
     }
     assert!(
-        crate::helpers::eventually(std::time::Duration::from_secs(5), || async {
+        crate::helpers::eventually(crate::helpers::WAIT, || async {
             tg_a.calls() + tg_b.calls() == 6
         })
         .await,
@@ -294,7 +294,7 @@ async fn buttons_run_their_command(backend: Backend) {
     let one = send(&app, incoming("8", ChatKind::Private, "8", slash, None)).await;
     assert!(one[0].starts_with("/ping"));
     assert!(
-        crate::helpers::eventually(std::time::Duration::from_secs(5), || async {
+        crate::helpers::eventually(crate::helpers::WAIT, || async {
             tg.delivered_texts().len() == 3
         })
         .await,

@@ -429,15 +429,21 @@ async fn give_up_cancel_and_non_friends(backend: Backend) {
         "told once"
     );
     // The schedule: first check after 1 s, fast every 1 s for 2 s, then every 2 s.
+    // Nominally 4 or 5; fewer only when the machine is slow, more would mean the
+    // schedule is wrong.
     let calls = fake.calls("/v1/me/player/recently-played");
-    assert!((3..=7).contains(&calls), "{calls} checks");
+    assert!((2..=7).contains(&calls), "{calls} checks");
     app.stop().await;
 }
 
 async fn checks_for_one_friend_share_one_spotify_call(backend: Backend) {
     let db = TestDb::new(backend).await;
     let fake = fake().await;
-    let app = spawn(&db, &fake).await;
+    // Time for all five shares to be made before the first check is due.
+    let app = spawn_with(&db, &fake, |c| {
+        c.sharing.min_first_check = Duration::from_secs(4);
+    })
+    .await;
     let mut sharers = Vec::new();
     let (fay, _) = linked(&app, &fake, "fay").await;
     for name in ["gus", "hal", "ida", "jon", "kim"] {
@@ -666,17 +672,19 @@ async fn failed_checks_are_rescheduled_and_still_notice_the_play(backend: Backen
     fake.record_play("bea_sp", SHORT, Utc::now());
 
     assert!(
-        eventually(Duration::from_secs(10), || async {
+        eventually(crate::helpers::WAIT, || async {
             fake.calls(RECENTLY_PLAYED) > before
         })
         .await,
         "the first check ran"
     );
     let limited_at = Instant::now();
-    // Still watched, next check after Retry-After.
-    let wait_left = eventually(Duration::from_secs(2), || async {
+    let limited_ms = Utc::now().timestamp_millis();
+    // Still watched, next check after Retry-After (6 s from the 429, which came just
+    // before `limited_ms`).
+    let wait_left = eventually(crate::helpers::WAIT, || async {
         let s = share_row(&app, &short).await;
-        s.status == "pending" && s.next_check_at.unwrap_or(0) - Utc::now().timestamp_millis() > 4000
+        s.status == "pending" && s.next_check_at.unwrap_or(0) > limited_ms + 4000
     })
     .await;
     assert!(
@@ -961,18 +969,18 @@ async fn a_share_due_before_the_friends_job_is_checked_on_time(backend: Backend)
     let short = short_id(&app.reply(&hal, &format!("/share fay {SHORT}")).await);
     fake.record_play("fay_sp", SHORT, Utc::now());
     assert!(
-        notice(&mut hal_events, "@fay played", Duration::from_secs(10))
+        notice(&mut hal_events, "@fay played", crate::helpers::WAIT)
             .await
             .is_some(),
         "the short song's check ran before the friend's hour-off job"
     );
     assert!(
-        shared.elapsed() < Duration::from_secs(8),
+        shared.elapsed() < Duration::from_secs(20),
         "{:?}",
         shared.elapsed()
     );
     assert_eq!(share_status(&app, &short).await, "played");
-    let back = eventually(Duration::from_secs(5), || async {
+    let back = eventually(crate::helpers::WAIT, || async {
         let w = app.core.store.friend_watch(fay_id).await.unwrap().unwrap();
         w.check_at == Some(hour_off) && w.check_scheduled
     })
@@ -995,15 +1003,21 @@ async fn run_at_is_honoured_to_the_second(backend: Backend) {
     let before = fake.calls("/v1/me/player/recently-played");
     let shared_at = Instant::now();
     app.reply(&rae, &format!("/share sam {SHORT}")).await;
-    // Due 3 s after sharing (never earlier; at most about two seconds late).
-    let ran = eventually(Duration::from_secs(10), || async {
+    let replied_at = Instant::now();
+    // Due 3 s after sharing: never earlier (counted from before the command was sent);
+    // at most about two seconds late (counted from its reply, so a slow round trip on
+    // a loaded machine is not taken for a late job).
+    let ran = eventually(crate::helpers::WAIT, || async {
         fake.calls("/v1/me/player/recently-played") > before
     })
     .await;
-    let at = shared_at.elapsed();
+    let (at, late) = (shared_at.elapsed(), replied_at.elapsed());
     assert!(ran, "the first check ran");
     assert!(at >= Duration::from_millis(2900), "ran early: after {at:?}");
-    assert!(at <= Duration::from_millis(5500), "ran late: after {at:?}");
+    assert!(
+        late <= Duration::from_millis(5500),
+        "ran late: {late:?} after the reply"
+    );
     app.stop().await;
 }
 

@@ -287,7 +287,7 @@ async fn rate_limits_are_never_exceeded(backend: Backend) {
     }
     assert_eq!(fake.sent_to(-100777).len(), 6);
     // Rows are marked delivered when their round ends, just after the sends.
-    let drained = crate::helpers::eventually(Duration::from_secs(10), || async {
+    let drained = crate::helpers::eventually(crate::helpers::WAIT, || async {
         app.core.store.outbox_depth().await.unwrap() == 0
     })
     .await;
@@ -302,7 +302,7 @@ async fn blocked_users_are_dead_lettered(backend: Backend) {
     let app = spawn_app_with(config(&db, &fake, TelegramMode::Polling), Vec::new()).await;
     fake.push_update(message(1, 999, 999, "/ping"));
     let chat = ChatAddress::new(Platform::Telegram, "999");
-    let dead = crate::helpers::eventually(Duration::from_secs(10), || async {
+    let dead = crate::helpers::eventually(crate::helpers::WAIT, || async {
         let log = app.core.store.chat_log(&chat, 10).await.unwrap();
         log.iter()
             .any(|m| m.direction == "out" && m.status == status::DEAD)
@@ -493,7 +493,7 @@ async fn a_pressed_button_can_edit_its_message(backend: Backend) {
         f.calls("answerCallbackQuery").len() == 2
     })
     .await;
-    let drained = crate::helpers::eventually(Duration::from_secs(10), || async {
+    let drained = crate::helpers::eventually(crate::helpers::WAIT, || async {
         app.core.store.outbox_depth().await.unwrap() == 0
     })
     .await;
@@ -524,7 +524,7 @@ async fn roles_split_the_work_across_processes(backend: Backend) {
     fake.push_update(message(1, 111, 111, "/ping"));
     let pending = "SELECT count(*) FROM messages WHERE direction = 'out' AND status = 'pending'";
     assert!(
-        crate::helpers::eventually(Duration::from_secs(5), || async {
+        crate::helpers::eventually(crate::helpers::WAIT, || async {
             web.count(pending).await == 1
         })
         .await,
