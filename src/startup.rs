@@ -282,7 +282,7 @@ impl Application {
         let play_checks = PlayChecks::open(&db, config.database.url.expose())
             .await
             .context("opening the play-check queue (apalis)")?;
-        let store = Arc::new(Store::new(db));
+        let store = Arc::new(Store::open(db).await?);
         let keys = Arc::new(Keys::new(&secret_key));
         let spotify = spotify(&config, keys, store.clone());
         let metrics = Arc::new(Metrics::new());

@@ -16,9 +16,12 @@ pub fn id_floor(unix_ms: i64) -> i64 {
     (ms << (NODE_BITS + SEQ_BITS)) as i64
 }
 
-/// Makes ids of the form `millis << 22 | node << 12 | sequence`. Each process picks a
-/// random node number, so several processes on one database rarely collide, and ids
-/// from one process strictly increase.
+/// How many node numbers there are: processes on one database need one each.
+pub const NODES: u16 = 1 << NODE_BITS;
+
+/// Makes ids of the form `millis << 22 | node << 12 | sequence`. Ids from one process
+/// strictly increase; processes on one database make different ids as long as their
+/// node numbers differ ([`crate::store::claim_node`] sees to that on PostgreSQL).
 #[derive(Debug)]
 pub struct IdGenerator {
     node: u64,
@@ -26,11 +29,22 @@ pub struct IdGenerator {
 }
 
 impl IdGenerator {
+    /// A generator with a random node number (one process, or SQLite).
     pub fn new() -> Self {
+        Self::with_node(rand::random::<u16>() % NODES)
+    }
+
+    /// A generator for node number `node` (below [`NODES`]).
+    pub fn with_node(node: u16) -> Self {
         Self {
-            node: rand::random::<u64>() & ((1 << NODE_BITS) - 1),
+            node: u64::from(node % NODES),
             state: Mutex::new((0, 0)),
         }
+    }
+
+    /// This generator's node number.
+    pub fn node(&self) -> u16 {
+        self.node as u16
     }
 
     pub fn next_id(&self) -> i64 {

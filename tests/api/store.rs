@@ -118,3 +118,48 @@ async fn processes_starting_together_migrate_once() {
         }
     }
 }
+
+/// Processes on one PostgreSQL database never make the same message id: each holds a
+/// node number of its own for as long as it runs, and a process that finds none free
+/// refuses to start, saying why.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn processes_on_one_database_hold_their_own_node_numbers() {
+    use sea_orm::sqlx::{self, Connection};
+    if crate::helpers::postgres_url().is_none() {
+        eprintln!("SEGUE_TEST_DATABASE_URL is not set: PostgreSQL run skipped");
+        return;
+    }
+    let db = TestDb::new(Backend::Postgres).await;
+    // Another process holds every number but one.
+    let free: u16 = rand::random::<u16>() % 1024;
+    let mut other = sqlx::PgConnection::connect(&db.url).await.unwrap();
+    let all_but_one = "SELECT COUNT(pg_advisory_lock($1, n)) FROM generate_series(0, 1023) AS n \
+                       WHERE n <> $2";
+    let held: i64 = sqlx::query_scalar(all_but_one)
+        .bind(segue_bot::store::NODE_LOCK_CLASS)
+        .bind(i32::from(free))
+        .fetch_one(&mut other)
+        .await
+        .unwrap();
+    assert_eq!(held, 1023);
+
+    let app = spawn_app(&db).await;
+    assert_eq!(app.core.store.node(), free);
+    let id = app.core.store.next_id();
+    assert_eq!(
+        (id >> 12) & 1023,
+        i64::from(free),
+        "ids carry the node number"
+    );
+
+    let Err(refused) = segue::Application::build(crate::helpers::test_config(&db)).await else {
+        panic!("a third process started with no node number left");
+    };
+    let said = format!("{refused:#}");
+    assert!(
+        said.contains("node numbers for message ids are held"),
+        "{said}"
+    );
+    app.stop().await;
+    other.close().await.unwrap();
+}

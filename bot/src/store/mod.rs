@@ -7,6 +7,7 @@ mod batch;
 pub mod entities;
 mod lifecycle;
 mod messages;
+mod node;
 mod people;
 mod seen;
 mod sessions;
@@ -21,6 +22,7 @@ use std::time::Duration;
 use sea_orm::{ConnectOptions, Database, DatabaseConnection, DbBackend, DbErr};
 
 pub use messages::{MessageCounts, NewMessage};
+pub use node::{NODE_LOCK_CLASS, NodeLease, claim_node};
 pub use people::{Person, PersonDetails};
 pub use sessions::WebSession;
 
@@ -41,6 +43,13 @@ pub enum StoreError {
     /// The group-commit writer has stopped (the process is shutting down).
     #[error("the database writer has stopped")]
     WriterStopped,
+    /// Every node number for message ids is held by another process on this database.
+    #[error(
+        "all {} node numbers for message ids are held by other Segue processes on this \
+         database; stop some of them",
+        crate::ids::NODES
+    )]
+    NoNodeFree,
 }
 
 /// How to open the database.
@@ -76,6 +85,8 @@ pub struct Store {
     writer: writer::Writer,
     seen: seen::SeenReader,
     ids: IdGenerator,
+    /// Keeps this process's node number its own while the store lives.
+    _node: NodeLease,
     people: Mutex<HashMap<(Platform, String), people::Cached>>,
     sessions: Mutex<HashMap<String, WebSession>>,
     chats: Mutex<HashSet<(Platform, String)>>,
@@ -89,14 +100,27 @@ pub struct Store {
 const CACHE_LIMIT: usize = 100_000;
 
 impl Store {
-    /// Wraps an open, migrated database. Must be called inside a Tokio runtime (it starts
-    /// the writer task).
+    /// Wraps an open, migrated database, with a node number held by nobody (see
+    /// [`Store::open`] for a process that shares its database). Must be called inside a
+    /// Tokio runtime (it starts the writer task).
     pub fn new(db: DatabaseConnection) -> Self {
+        Self::with_node(db, NodeLease::unclaimed())
+    }
+
+    /// Wraps an open, migrated database, first claiming a node number no other process
+    /// on it holds ([`claim_node`]).
+    pub async fn open(db: DatabaseConnection) -> Result<Self, StoreError> {
+        let node = claim_node(&db).await?;
+        Ok(Self::with_node(db, node))
+    }
+
+    fn with_node(db: DatabaseConnection, node: NodeLease) -> Self {
         Self {
             writer: writer::Writer::start(db.clone()),
             seen: seen::SeenReader::start(db.clone()),
             db,
-            ids: IdGenerator::new(),
+            ids: IdGenerator::with_node(node.node),
+            _node: node,
             people: Mutex::default(),
             sessions: Mutex::default(),
             chats: Mutex::default(),
@@ -116,6 +140,11 @@ impl Store {
     /// A new time-ordered message id.
     pub fn next_id(&self) -> i64 {
         self.ids.next_id()
+    }
+
+    /// The node number in this process's message ids.
+    pub fn node(&self) -> u16 {
+        self.ids.node()
     }
 
     /// Whether the database answers (for `/readyz`).
