@@ -229,29 +229,29 @@ pub async fn open_database(config: &Config) -> anyhow::Result<sea_orm::DatabaseC
 /// others then find nothing to do, instead of racing to add the same column.
 async fn migrate_up(db: &sea_orm::DatabaseConnection) -> Result<(), sea_orm::DbErr> {
     use sea_orm::sqlx;
+    use segue_bot::store::sqlx_error;
     /// Any fixed number; `pg_advisory_lock` keys are per database.
     const MIGRATION_LOCK: i64 = 0x5365_6775_654d_6967; // "SegueMig"
     if db.get_database_backend() != sea_orm::DbBackend::Postgres {
         return Migrator::up(db, None).await;
     }
-    let err = |e: sqlx::Error| sea_orm::DbErr::Conn(sea_orm::RuntimeErr::SqlxError(e.into()));
     let mut lock = db
         .get_postgres_connection_pool()
         .acquire()
         .await
-        .map_err(err)?;
+        .map_err(sqlx_error)?;
     sqlx::query("SELECT pg_advisory_lock($1)")
         .bind(MIGRATION_LOCK)
         .execute(&mut *lock)
         .await
-        .map_err(err)?;
+        .map_err(sqlx_error)?;
     let result = Migrator::up(db, None).await;
     // Closing the session would release it too; unlocking keeps the connection usable.
     sqlx::query("SELECT pg_advisory_unlock($1)")
         .bind(MIGRATION_LOCK)
         .execute(&mut *lock)
         .await
-        .map_err(err)?;
+        .map_err(sqlx_error)?;
     result
 }
 

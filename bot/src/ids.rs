@@ -21,7 +21,7 @@ pub const NODES: u16 = 1 << NODE_BITS;
 
 /// Makes ids of the form `millis << 22 | node << 12 | sequence`. Ids from one process
 /// strictly increase; processes on one database make different ids as long as their
-/// node numbers differ ([`crate::store::claim_node`] sees to that on PostgreSQL).
+/// node numbers differ ([`crate::store::Store::open`] sees to that on PostgreSQL).
 #[derive(Debug)]
 pub struct IdGenerator {
     node: u64,

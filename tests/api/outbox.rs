@@ -32,6 +32,14 @@ fn transient() -> DeliverError {
     }
 }
 
+/// A 429: the platform asks for `after` before the next try.
+fn rate_limited(after: Duration) -> DeliverError {
+    DeliverError::Transient {
+        reason: "Too Many Requests".into(),
+        retry_after: Some(after),
+    }
+}
+
 fn tg_chat(id: &str) -> ChatAddress {
     ChatAddress::new(Platform::Telegram, id)
 }
@@ -259,11 +267,8 @@ async fn replies_are_handed_over_without_a_scan(backend: Backend) {
 async fn a_reply_waits_behind_its_chats_retry(backend: Backend) {
     let db = TestDb::new(backend).await;
     let tg = FakePlatform::new(Platform::Telegram);
-    tg.fail_with(vec![DeliverError::Transient {
-        reason: "Too Many Requests".into(),
-        // Long enough that the reply below is recorded while the chat still waits.
-        retry_after: Some(Duration::from_secs(2)),
-    }]);
+    // Long enough that the reply below is recorded while the chat still waits.
+    tg.fail_with(vec![rate_limited(Duration::from_secs(2))]);
     let app = spawn_app_with(test_config(&db), vec![tg.clone() as Arc<dyn Deliver>]).await;
     fast_lane_opened(&app).await;
     app.core
@@ -338,10 +343,7 @@ async fn handed_over_replies_keep_order_when_a_send_fails(backend: Backend) {
 async fn rows_left_by_a_restart_keep_a_reply_behind_them(backend: Backend) {
     let db = TestDb::new(backend).await;
     let down = FakePlatform::new(Platform::Telegram);
-    down.fail_with(vec![DeliverError::Transient {
-        reason: "Too Many Requests".into(),
-        retry_after: Some(Duration::from_secs(2)),
-    }]);
+    down.fail_with(vec![rate_limited(Duration::from_secs(2))]);
     let app = spawn_app_with(test_config(&db), vec![down.clone() as Arc<dyn Deliver>]).await;
     app.core
         .outbox

@@ -22,7 +22,8 @@ use std::time::Duration;
 use sea_orm::{ConnectOptions, Database, DatabaseConnection, DbBackend, DbErr};
 
 pub use messages::{MessageCounts, NewMessage};
-pub use node::{NODE_LOCK_CLASS, NodeLease, claim_node};
+pub use node::NODE_LOCK_CLASS;
+use node::{NodeLease, claim_node};
 pub use people::{Person, PersonDetails};
 pub use sessions::WebSession;
 
@@ -50,6 +51,11 @@ pub enum StoreError {
         crate::ids::NODES
     )]
     NoNodeFree,
+}
+
+/// A statement sent straight through sqlx (on sea-orm's pool) failed: as sea-orm's error.
+pub fn sqlx_error(e: sea_orm::sqlx::Error) -> DbErr {
+    DbErr::Exec(sea_orm::RuntimeErr::SqlxError(e.into()))
 }
 
 /// How to open the database.
@@ -108,7 +114,7 @@ impl Store {
     }
 
     /// Wraps an open, migrated database, first claiming a node number no other process
-    /// on it holds ([`claim_node`]).
+    /// on it holds (`claim_node`, an advisory lock).
     pub async fn open(db: DatabaseConnection) -> Result<Self, StoreError> {
         let node = claim_node(&db).await?;
         Ok(Self::with_node(db, node))

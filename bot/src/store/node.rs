@@ -4,9 +4,9 @@
 //! kept for the life of the process; PostgreSQL lets it go when the process ends.
 
 use sea_orm::sqlx::{self, Connection, PgConnection};
-use sea_orm::{DatabaseConnection, DbBackend, DbErr, RuntimeErr};
+use sea_orm::{DatabaseConnection, DbBackend};
 
-use super::StoreError;
+use super::{StoreError, sqlx_error};
 use crate::ids::NODES;
 
 /// The first key of the two-key advisory locks that stand for node numbers (the second
@@ -15,8 +15,8 @@ use crate::ids::NODES;
 pub const NODE_LOCK_CLASS: i32 = 0x5365_6775; // "Segu"
 
 /// A node number, and on PostgreSQL the session that holds it.
-pub struct NodeLease {
-    pub node: u16,
+pub(super) struct NodeLease {
+    pub(super) node: u16,
     session: Option<std::sync::Mutex<PgConnection>>,
 }
 
@@ -32,7 +32,7 @@ impl std::fmt::Debug for NodeLease {
 impl NodeLease {
     /// A random node number, held by nobody: for SQLite (one process per file in
     /// practice) and for tools that make no ids another process could also make.
-    pub fn unclaimed() -> Self {
+    pub(super) fn unclaimed() -> Self {
         Self {
             node: rand::random::<u16>() % NODES,
             session: None,
@@ -43,18 +43,17 @@ impl NodeLease {
 /// Claims a node number no other Segue process on this database holds: on PostgreSQL,
 /// tries the numbers in turn from a random one until a lock is free; elsewhere, a
 /// random number.
-pub async fn claim_node(db: &DatabaseConnection) -> Result<NodeLease, StoreError> {
+pub(super) async fn claim_node(db: &DatabaseConnection) -> Result<NodeLease, StoreError> {
     if db.get_database_backend() != DbBackend::Postgres {
         return Ok(NodeLease::unclaimed());
     }
-    let err = |e: sqlx::Error| StoreError::Db(DbErr::Conn(RuntimeErr::SqlxError(e.into())));
     // A connection of its own, out of the pool: the pool may close idle connections,
     // and with them the lock.
     let mut session = db
         .get_postgres_connection_pool()
         .acquire()
         .await
-        .map_err(err)?
+        .map_err(sqlx_error)?
         .detach();
     let start = rand::random::<u16>() % NODES;
     for i in 0..NODES {
@@ -64,7 +63,7 @@ pub async fn claim_node(db: &DatabaseConnection) -> Result<NodeLease, StoreError
             .bind(i32::from(node))
             .fetch_one(&mut session)
             .await
-            .map_err(err)?;
+            .map_err(sqlx_error)?;
         if held {
             tracing::debug!(node, "claimed a node number for message ids");
             return Ok(NodeLease {

@@ -11,13 +11,13 @@ use std::collections::HashSet;
 use sea_orm::sea_query::Query;
 use sea_orm::sqlx::{self, PgPool, Row};
 use sea_orm::{
-    ConnectionTrait, DatabaseConnection, DbBackend, DbErr, EntityTrait, QueryTrait, RuntimeErr,
+    ConnectionTrait, DatabaseConnection, DbBackend, DbErr, EntityTrait, QueryTrait,
     TransactionTrait,
 };
 use tokio::sync::{mpsc, oneshot};
 
-use super::StoreError;
 use super::entities::{message, seen_update};
+use super::{StoreError, sqlx_error};
 
 /// Rows and markers in one commit at most; for SQLite, also in one INSERT (16 columns ×
 /// 1,000 rows stays under its limit of 32,766 bound parameters).
@@ -188,10 +188,6 @@ async fn insert(
     Ok(taken)
 }
 
-fn db_err(e: sqlx::Error) -> DbErr {
-    DbErr::Exec(RuntimeErr::SqlxError(e.into()))
-}
-
 /// The audit/outbox rows and the dedupe markers in one atomic statement (data-modifying
 /// CTEs run as part of their statement). A row carries its batch's marker key (or NULLs)
 /// and is inserted only when that marker is new; the statement returns the new markers.
@@ -261,9 +257,9 @@ async fn insert_pg(
         .bind(col(&rows, |(_, k)| k.map(|k| k.platform.as_str())))
         .fetch_all(pool)
         .await
-        .map_err(db_err)?
+        .map_err(sqlx_error)?
         .into_iter()
         .map(|row| Ok((row.try_get(0)?, row.try_get(1)?)))
         .collect::<Result<HashSet<Key>, sqlx::Error>>()
-        .map_err(db_err)
+        .map_err(sqlx_error)
 }
